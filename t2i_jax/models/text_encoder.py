@@ -1,0 +1,147 @@
+"""Small trainable transformer text encoder over word-tokenizer ids.
+
+Exposes the same interface later frozen encoders (CLIP) will: ``(hidden [B, L, D], pooled [B, D])``,
+so conditional models can swap encoders without code changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from t2i_jax.layers import initializers
+from t2i_jax.layers.attention import SelfAttention, padding_mask
+
+Dtype = Any
+
+# N(0, 0.02) for every embedding and kernel, as in GPT-2 / BERT.
+_INIT = initializers.normal(0.02)
+
+
+def _layer_norm(dtype: Dtype, name: str) -> nn.LayerNorm:
+  return nn.LayerNorm(
+    epsilon=1e-5,
+    dtype=dtype,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
+    name=name,
+  )
+
+
+class MlpBlock(nn.Module):
+  """Two-layer GELU MLP, D -> mlp_ratio * D -> D.
+
+  Attributes:
+    mlp_ratio: Hidden width as a multiple of the input width.
+    dtype: Computation dtype.
+  """
+
+  mlp_ratio: int = 4
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """Maps float[B, L, D] to ``dtype``[B, L, D]."""
+    width = x.shape[-1]
+    h = nn.Dense(
+      self.mlp_ratio * width,
+      dtype=self.dtype,
+      kernel_init=nn.with_logical_partitioning(_INIT, ("embed", "mlp")),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)),
+      name="fc1",
+    )(x)
+    h = nn.gelu(h)
+    return nn.Dense(
+      width,
+      dtype=self.dtype,
+      kernel_init=nn.with_logical_partitioning(_INIT, ("mlp", "embed")),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
+      name="fc2",
+    )(h)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
+
+  Attributes:
+    num_heads: Attention heads.
+    dtype: Computation dtype.
+  """
+
+  num_heads: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
+    """Maps float[B, L, D] (mask bool broadcastable to [B, H, L, L]) to float[B, L, D]."""
+    h = _layer_norm(self.dtype, "ln_attn")(x)
+    x = x + SelfAttention(self.num_heads, dtype=self.dtype, name="attn")(h, mask)
+    h = _layer_norm(self.dtype, "ln_mlp")(x)
+    return x + MlpBlock(dtype=self.dtype, name="mlp")(h)
+
+
+class WordTextEncoder(nn.Module):
+  """Token + learned position embeddings followed by pre-LN transformer blocks.
+
+  Attributes:
+    vocab_size: Size of the token embedding table (``WordTokenizer.vocab_size``).
+    embed_dim: Model width D.
+    num_layers: Transformer blocks; 0 gives a bag of (position-tagged) word embeddings.
+    num_heads: Attention heads; must divide ``embed_dim``.
+    max_length: Rows in the position table; inputs may be at most this long.
+    pad_id: Token id excluded from attention keys and from pooling.
+    dtype: Computation dtype; outputs are always float32.
+  """
+
+  vocab_size: int
+  embed_dim: int = 128
+  num_layers: int = 1
+  num_heads: int = 4
+  max_length: int = 32
+  pad_id: int = 0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, token_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Encodes token ids.
+
+    Args:
+      token_ids: int32[B, L] with L <= max_length, padded with ``pad_id``.
+
+    Returns:
+      hidden: float32[B, L, D] per-token features (after the final LayerNorm).
+      pooled: float32[B, D] mean of ``hidden`` over non-pad positions; zeros for all-pad rows.
+    """
+    if token_ids.ndim != 2:
+      raise ValueError(f"token_ids must be [B, L], got shape {token_ids.shape}.")
+    length = token_ids.shape[1]
+    if length > self.max_length:
+      raise ValueError(f"Sequence length {length} exceeds max_length={self.max_length}.")
+
+    tokens = nn.Embed(
+      self.vocab_size,
+      self.embed_dim,
+      dtype=self.dtype,
+      embedding_init=nn.with_logical_partitioning(_INIT, ("vocab", "embed")),
+      name="token_embed",
+    )(token_ids)
+    positions = self.param(
+      "position_embed",
+      nn.with_logical_partitioning(_INIT, ("length", "embed")),
+      (self.max_length, self.embed_dim),
+    )
+    x = tokens + positions[None, :length].astype(self.dtype)
+
+    valid = token_ids != self.pad_id  # bool[B, L]
+    mask = padding_mask(token_ids, self.pad_id)
+    for i in range(self.num_layers):
+      x = TransformerBlock(self.num_heads, dtype=self.dtype, name=f"block_{i}")(x, mask)
+    hidden = _layer_norm(self.dtype, "ln_final")(x).astype(jnp.float32)
+
+    weights = valid.astype(jnp.float32)[..., None]
+    count = jnp.maximum(weights.sum(axis=1), 1.0)  # all-pad rows: 0 / 1 = 0, not NaN
+    pooled = (hidden * weights).sum(axis=1) / count
+    return hidden, pooled

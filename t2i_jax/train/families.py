@@ -1,0 +1,19 @@
+"""Model family name -> Task builder. A plain dict: adding a family is one line here."""
+
+import ml_collections
+
+from t2i_jax.gan.task import build_gan_task
+from t2i_jax.train.task import Task
+
+FAMILIES = {
+  "gan": build_gan_task,
+}
+
+
+def build_task(config: ml_collections.ConfigDict) -> Task:
+  family = config.model.family
+  if family not in FAMILIES:
+    raise ValueError(
+      f"Unknown config.model.family {family!r}; valid families: {', '.join(sorted(FAMILIES))}."
+    )
+  return FAMILIES[family](config)
