@@ -4,7 +4,6 @@ Conditional models are trained matching-aware (GAN-CLS, Reed et al. 2016): D sco
 with a mismatched condition as fake, next to generated images with the right condition.
 """
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -84,6 +83,37 @@ def to_float_images(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32) / 127.5 - 1.0
 
 
+def discriminate(setup: GANSetup, d_variables, real, fake, cond):
+  """D's logits on real, fake and (if conditional) real-with-mismatched-condition images.
+
+  All go through D as ONE batch, in the D step, the G step and evaluation alike: BatchNorm then
+  normalises every kind of image by the same statistics, so D can see batch-wide differences
+  (e.g. a grey background on every fake) that separate per-kind batches would normalise away.
+
+  Args:
+    real, fake: float32[B, H, W, 3] in [-1, 1].
+    cond: labels [B], token ids [B, L] or None.
+
+  Returns:
+    (logits, new batch_stats): logits has "real", "fake" [B] and, when conditional, "mismatch"
+    [B] with "mismatch_weight" [B] (0 where the rolled condition happens to equal the true one).
+  """
+  b = real.shape[0]
+  if cond is None:
+    images, conds = jnp.concatenate([real, fake]), None
+  else:
+    wrong, weight = _mismatched(cond)
+    images = jnp.concatenate([real, fake, real])
+    conds = jnp.concatenate([cond, cond, wrong])
+  out, updates = setup.discriminator.apply(
+    d_variables, images, conds, train=True, mutable=["batch_stats"]
+  )
+  logits = {"real": out[:b], "fake": out[b : 2 * b]}
+  if cond is not None:
+    logits.update(mismatch=out[2 * b :], mismatch_weight=weight)
+  return logits, updates["batch_stats"]
+
+
 def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
   """One D update then one G update on the same batch.
 
@@ -107,44 +137,18 @@ def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
   fake = jax.lax.stop_gradient(fake)
 
   def d_loss_fn(d_params):
-    # Real, fake and mismatched batches go through D separately, as in the G step below, so that
-    # BatchNorm normalises each by its own statistics in both steps (as the PyTorch DCGAN does).
-    stats = d.batch_stats
-
-    def d_apply(images, conds):
-      nonlocal stats
-      logits, updates = setup.discriminator.apply(
-        {"params": d_params, "batch_stats": stats},
-        images,
-        conds,
-        train=True,
-        mutable=["batch_stats"],
-      )
-      stats = updates["batch_stats"]
-      return logits
-
-    real_logits, fake_logits = d_apply(real, cond), d_apply(fake, cond)
-    if cond is None:
-      loss = losses.discriminator_loss(real_logits, fake_logits, setup.loss)
-      mismatch_acc = jnp.zeros(())
-    else:
-      # GAN-CLS: the "fake" term averages generated images and real images with wrong text.
-      wrong, wrong_weight = _mismatched(cond)
-      mismatch_logits = d_apply(real, wrong)
-      real_term = losses.discriminator_term(real_logits, setup.loss, is_real=True)
-      fake_term = losses.discriminator_term(fake_logits, setup.loss, is_real=False)
+    logits, stats = discriminate(setup, d.variables(d_params), real, fake, cond)
+    real_term = losses.discriminator_term(logits["real"], setup.loss, is_real=True)
+    fake_term = losses.discriminator_term(logits["fake"], setup.loss, is_real=False)
+    if cond is not None:
+      # GAN-CLS: the "fake" side averages generated images and real images with wrong text.
       wrong_term = losses.discriminator_term(
-        mismatch_logits, setup.loss, is_real=False, weights=wrong_weight
+        logits["mismatch"], setup.loss, is_real=False, weights=logits["mismatch_weight"]
       )
-      loss = real_term + 0.5 * (fake_term + wrong_term)
-      mismatch_acc = jnp.sum((mismatch_logits < 0) * wrong_weight) / jnp.maximum(
-        jnp.sum(wrong_weight), 1.0
-      )
-    return loss, (stats, real_logits, fake_logits, mismatch_acc)
+      fake_term = 0.5 * (fake_term + wrong_term)
+    return real_term + fake_term, (stats, logits)
 
-  (d_loss, (d_stats, real_logits, fake_logits, mismatch_acc)), d_grads = jax.value_and_grad(
-    d_loss_fn, has_aux=True
-  )(d.params)
+  (d_loss, (d_stats, d_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
   d = d.apply_gradients(d_grads, setup.d_tx, batch_stats=d_stats)
 
   z = jax.random.normal(g_noise_rng, (b, setup.nz), jnp.float32)
@@ -153,11 +157,8 @@ def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
     fake, updates = setup.generator.apply(
       g.variables(g_params), z, cond, train=True, mutable=["batch_stats"]
     )
-    # D in train mode (batch statistics) as in the D step; its statistic updates are dropped.
-    logits, _ = setup.discriminator.apply(
-      d.variables(), fake, cond, train=True, mutable=["batch_stats"]
-    )
-    return losses.generator_loss(logits, setup.loss), (updates["batch_stats"], logits)
+    logits, _ = discriminate(setup, d.variables(), real, fake, cond)  # D's stat updates dropped
+    return losses.generator_loss(logits["fake"], setup.loss), (updates["batch_stats"], logits)
 
   (g_loss, (g_stats, g_logits)), g_grads = jax.value_and_grad(g_loss_fn, has_aux=True)(g.params)
   g = g.apply_gradients(g_grads, setup.g_tx, batch_stats=g_stats)
@@ -172,12 +173,15 @@ def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
   metrics = {
     "train/d_loss": d_loss,
     "train/g_loss": g_loss,
-    "train/d_real_accuracy": jnp.mean(real_logits > 0),
-    "train/d_fake_accuracy": jnp.mean(fake_logits < 0),
-    "train/d_of_g_z": jnp.mean(jax.nn.sigmoid(g_logits)),
+    "train/d_real_accuracy": jnp.mean(d_logits["real"] > 0),
+    "train/d_fake_accuracy": jnp.mean(d_logits["fake"] < 0),
+    "train/d_of_g_z": jnp.mean(jax.nn.sigmoid(g_logits["fake"])),
   }
   if cond is not None:
-    metrics["train/d_mismatch_accuracy"] = mismatch_acc
+    weight = d_logits["mismatch_weight"]
+    metrics["train/d_mismatch_accuracy"] = jnp.sum((d_logits["mismatch"] < 0) * weight) / (
+      jnp.maximum(jnp.sum(weight), 1.0)
+    )
   return new_state, metrics
 
 
@@ -193,10 +197,9 @@ def eval_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
   cond = condition_of(batch, setup.condition)
   z = jax.random.normal(rng, (real.shape[0], setup.nz), jnp.float32)
   fake = generate(state, z, cond, setup=setup, use_ema=False)
-  d_apply = functools.partial(
-    setup.discriminator.apply, state.discriminator.variables(), train=False
-  )
-  real_logits, fake_logits = d_apply(real, cond), d_apply(fake, cond)
+
+  logits, _ = discriminate(setup, state.discriminator.variables(), real, fake, cond)
+  real_logits, fake_logits = logits["real"], logits["fake"]
   counts = losses.real_fake_confusion(real_logits, fake_logits)
   metrics = {k: v.astype(jnp.float32) for k, v in counts.items()}
   metrics["d_loss_sum"] = real.shape[0] * losses.discriminator_loss(
@@ -204,8 +207,8 @@ def eval_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
   )
   metrics["num_examples"] = jnp.asarray(real.shape[0], jnp.float32)
   if cond is not None:
-    wrong, weight = _mismatched(cond)
-    metrics["mismatch_correct"] = jnp.sum((d_apply(real, wrong) < 0) * weight)
+    weight = logits["mismatch_weight"]
+    metrics["mismatch_correct"] = jnp.sum((logits["mismatch"] < 0) * weight)
     metrics["mismatch_total"] = jnp.sum(weight)
   return metrics
 

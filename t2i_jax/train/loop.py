@@ -19,6 +19,7 @@ from jax.experimental import multihost_utils
 
 from t2i_jax import sharding
 from t2i_jax.data import pipeline
+from t2i_jax.data.celeba import DatasetNotFoundError
 from t2i_jax.data.sources import make_source
 from t2i_jax.train import checkpoint, summaries
 from t2i_jax.train.families import build_task
@@ -27,6 +28,10 @@ from t2i_jax.train.task import Task
 
 class NonFiniteLossError(FloatingPointError):
   """A loss became NaN or inf; the run stopped without saving the broken state."""
+
+
+# Errors whose message tells a user what to fix; entry points print them without a traceback.
+USER_ERRORS = (DatasetNotFoundError, checkpoint.CheckpointMismatchError, NonFiniteLossError)
 
 
 def maybe_initialize_distributed(distributed: ml_collections.ConfigDict) -> None:

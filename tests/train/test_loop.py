@@ -122,3 +122,41 @@ def test_unknown_config_key_names_the_valid_keys(tmp_path):
   assert result.returncode != 0
   assert "num_stepz" in result.stderr and "num_steps" in result.stderr
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.slow
+def test_dcgan_celeba_trains_on_mock_tfds(tmp_path):
+  """The real CelebA config path (TFDS data source, centre crop) with TFDS's offline mock data."""
+  import tensorflow_datasets as tfds  # noqa: PLC0415
+
+  config = dcgan_celeba.get_config("tiny")
+  config.data.update(name="celeba", eval_split="validation", data_dir=str(tmp_path / "tfds"))
+  with tfds.testing.mock_data(num_examples=16):
+    state = loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert int(state.step) == config.train.num_steps
+  assert os.listdir(tmp_path / "run" / "samples")
+
+
+def test_missing_celeba_is_one_clear_error(tmp_path):
+  config = dcgan_celeba.get_config()
+  config.data.data_dir = str(tmp_path / "empty")
+  with pytest.raises(FileNotFoundError, match="celeb_a") as error:
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "downloads/manual" in str(error.value)
+  assert not os.path.exists(tmp_path / "run" / "checkpoints")
+
+
+def test_cli_prints_user_errors_without_traceback(tmp_path):
+  result = run_python(
+    [
+      "-m",
+      "experiments.train",
+      "--config=configs/dcgan_celeba.py",
+      f"--workdir={tmp_path / 'run'}",
+      f"--config.data.data_dir={tmp_path / 'empty'}",
+    ],
+    timeout=120,
+  )
+  assert result.returncode == 1
+  assert "error: TFDS dataset `celeb_a`" in result.stderr
+  assert "Traceback" not in result.stderr
