@@ -16,6 +16,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     cond_dim=128,  # size of the label/text embedding concatenated to z
     num_classes=32,  # labels of captioned shapes: colour x shape
     loss="nonsaturating",  # or "hinge"
+    d_norm="batch",  # discriminator normalisation: "batch" (paper), "layer" or "none"
     text_encoder=dict(name="word", embed_dim=128, num_layers=1, num_heads=4),
   )
   c.data = dict(

@@ -9,7 +9,7 @@ lives in epoch `k // N` at position `k % N` and reads record `perm_{seed, epoch}
 step `s` therefore needs nothing but `s`, and every process computes its own slice of the global
 batch without talking to the others.
 
-Host side: `Batches` loads local numpy batches on background threads, in step order.
+Host side: `Batches` loads local numpy batches ahead on grain's threads, in step order.
 Device side: `to_global_batch` assembles a global `jax.Array` from each process's slice and
 `DevicePrefetch` keeps a few of those in flight.
 """
@@ -17,7 +17,6 @@ Device side: `to_global_batch` assembles a global `jax.Array` from each process'
 from __future__ import annotations
 
 import atexit
-import collections
 import functools
 import queue
 import threading
@@ -25,10 +24,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent import futures
 from typing import Any
 
+import grain
 import jax
 import numpy as np
 
 Batch = dict[str, np.ndarray]
+_NO_END = 2**62  # steps are endless; grain wants a range end
 
 # Numpy dtype kinds that cannot live on an accelerator (str, bytes, Python objects).
 _HOST_ONLY_KINDS = frozenset("OUS")
@@ -161,7 +162,7 @@ class Batches:
 
   Each step is loaded by `get(step)`, a pure function of the step, so the yielded sequence is the
   same whatever the threading and resuming at step `s` reproduces the tail of an uninterrupted run.
-  `prefetch` steps are loaded ahead on a step pool; sources without `get_batch` also read the
+  `prefetch` steps are loaded ahead by a grain `MapDataset` over steps; sources without `get_batch` also read the
   records of one step in parallel on a record pool of `num_threads` threads (JPEG decoding and PIL
   resizing release the GIL, so threads give real speed-ups there).
 
@@ -211,17 +212,20 @@ class Batches:
     )
     self.indices(start_step)  # Validates the arguments now rather than on a worker thread.
     self._preprocess = preprocess
-    self._prefetch = prefetch
     self._next_step = start_step
-    self._pending: collections.deque[futures.Future] = collections.deque()
     self._closed = False
     self._record_pool = None
     if num_threads > 1 and not hasattr(source, "get_batch"):
       self._record_pool = futures.ThreadPoolExecutor(num_threads, thread_name_prefix="t2i-records")
-    # One worker per step in the window, so the step being waited on never queues behind others.
-    self._step_pool = None
+    # grain loads whole steps ahead on `prefetch` threads and yields them in step order.
+    self._steps = None
     if prefetch > 0:
-      self._step_pool = futures.ThreadPoolExecutor(prefetch + 1, thread_name_prefix="t2i-steps")
+      steps = grain.MapDataset.range(start_step, _NO_END).map(self.get)
+      self._steps = iter(
+        steps.to_iter_dataset(
+          grain.ReadOptions(num_threads=prefetch, prefetch_buffer_size=prefetch)
+        )
+      )
 
   @property
   def local_batch_size(self) -> int:
@@ -260,29 +264,18 @@ class Batches:
   def __next__(self) -> Batch:
     if self._closed:
       raise StopIteration
-    if self._step_pool is None:
-      batch = self.get(self._next_step)
-      self._next_step += 1
-      return batch
-    # Keep futures for steps next_step .. next_step + prefetch submitted, in step order.
-    while len(self._pending) <= self._prefetch:
-      step = self._next_step + len(self._pending)
-      self._pending.append(self._step_pool.submit(self.get, step))
-    future = self._pending.popleft()
+    batch = self.get(self._next_step) if self._steps is None else next(self._steps)
     self._next_step += 1
-    return future.result()
+    return batch
 
   def close(self) -> None:
     """Cancels queued loads and stops the threads (waits for loads already running)."""
     if self._closed:
       return
     self._closed = True
-    for future in self._pending:
-      future.cancel()
-    self._pending.clear()
     # Steps first: a running step may still submit to the record pool.
-    if self._step_pool is not None:
-      self._step_pool.shutdown(wait=True, cancel_futures=True)
+    if self._steps is not None:
+      self._steps.close()
     if self._record_pool is not None:
       self._record_pool.shutdown(wait=True, cancel_futures=True)
 

@@ -4,6 +4,7 @@ Conditional models are trained matching-aware (GAN-CLS, Reed et al. 2016): D sco
 with a mismatched condition as fake, next to generated images with the right condition.
 """
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -86,9 +87,10 @@ def to_float_images(images: jax.Array) -> jax.Array:
 def discriminate(setup: GANSetup, d_variables, real, fake, cond):
   """D's logits on real, fake and (if conditional) real-with-mismatched-condition images.
 
-  All go through D as ONE batch, in the D step, the G step and evaluation alike: BatchNorm then
-  normalises every kind of image by the same statistics, so D can see batch-wide differences
-  (e.g. a grey background on every fake) that separate per-kind batches would normalise away.
+  The D step, the G step and evaluation all score images through this one function, so D sees
+  every kind of image the same way in each. With BatchNorm each kind is its own batch (as in the
+  PyTorch DCGAN; a mixed batch lets D win on batch statistics alone); per-example norms take all
+  kinds as one batch, which is the same function and one call.
 
   Args:
     real, fake: float32[B, H, W, 3] in [-1, 1].
@@ -98,20 +100,25 @@ def discriminate(setup: GANSetup, d_variables, real, fake, cond):
     (logits, new batch_stats): logits has "real", "fake" [B] and, when conditional, "mismatch"
     [B] with "mismatch_weight" [B] (0 where the rolled condition happens to equal the true one).
   """
-  b = real.shape[0]
-  if cond is None:
-    images, conds = jnp.concatenate([real, fake]), None
-  else:
-    wrong, weight = _mismatched(cond)
-    images = jnp.concatenate([real, fake, real])
-    conds = jnp.concatenate([cond, cond, wrong])
-  out, updates = setup.discriminator.apply(
-    d_variables, images, conds, train=True, mutable=["batch_stats"]
-  )
-  logits = {"real": out[:b], "fake": out[b : 2 * b]}
+  kinds = {"real": (real, cond), "fake": (fake, cond)}
+  logits = {}
   if cond is not None:
-    logits.update(mismatch=out[2 * b :], mismatch_weight=weight)
-  return logits, updates["batch_stats"]
+    wrong, logits["mismatch_weight"] = _mismatched(cond)
+    kinds["mismatch"] = (real, wrong)
+  apply = functools.partial(setup.discriminator.apply, train=True, mutable=["batch_stats"])
+  if setup.discriminator.norm == "batch":
+    stats = d_variables.get("batch_stats")
+    for kind, (images, conds) in kinds.items():
+      logits[kind], updates = apply(d_variables | {"batch_stats": stats}, images, conds)
+      stats = updates["batch_stats"]
+    return logits, stats
+  images = jnp.concatenate([images for images, _ in kinds.values()])
+  conds = None if cond is None else jnp.concatenate([c for _, c in kinds.values()])
+  out, updates = apply(d_variables, images, conds)
+  b = real.shape[0]
+  for i, kind in enumerate(kinds):
+    logits[kind] = out[i * b : (i + 1) * b]
+  return logits, updates.get("batch_stats", {})
 
 
 def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):

@@ -8,7 +8,7 @@ import numpy as np
 
 from t2i_jax.data import shapes
 from t2i_jax.eval import shapes_adherence
-from t2i_jax.gan import steps
+from t2i_jax.gan import losses, steps
 from t2i_jax.models import GANS, TEXT_ENCODERS
 from t2i_jax.text.word_tokenizer import WordTokenizer
 from t2i_jax.train.optim import make_optimizer
@@ -54,6 +54,20 @@ def build_gan_task(config: ml_collections.ConfigDict) -> Task:
     )
   if m.name not in GANS:
     raise ValueError(f"Unknown config.model.name {m.name!r}; valid GANs: {', '.join(GANS)}.")
+  if m.loss not in losses.LOSS_KINDS:
+    raise ValueError(
+      f"Unknown config.model.loss {m.loss!r}; valid: {', '.join(losses.LOSS_KINDS)}."
+    )
+  if m.condition == "label" and config.data.name != "shapes":
+    raise ValueError(
+      f"Label conditioning needs class labels; dataset {config.data.name!r} has none. "
+      "Use config.model.condition='none'."
+    )
+  if m.condition != "none" and m.num_classes < shapes.NUM_CLASSES:
+    raise ValueError(
+      f"config.model.num_classes={m.num_classes} is smaller than the {shapes.NUM_CLASSES} "
+      "colour x shape labels of captioned shapes."
+    )
   generator_cls, discriminator_cls = GANS[m.name]
   resolution = config.data.resolution
   tokenizer, g_text, d_text = None, None, None
@@ -83,6 +97,7 @@ def build_gan_task(config: ml_collections.ConfigDict) -> Task:
     condition=m.condition,
     num_classes=m.num_classes,
     text_encoder=d_text,
+    norm=m.d_norm,
   )
   o = config.optim
   setup = steps.GANSetup(

@@ -25,6 +25,9 @@ Dtype = Any
 
 RESOLUTIONS = (32, 64, 128)
 CONDITIONS = ("none", "label", "text")
+# Discriminator normalisation: "batch" (paper) couples the examples of a batch; "layer" (per
+# example, over H, W, C) and "none" do not.
+D_NORMS = ("batch", "layer", "none")
 
 # Paper initialisation: all conv / dense / embedding weights ~ N(0, 0.02); BN scale ~ N(1, 0.02).
 _WEIGHT_INIT = initializers.normal(0.02)
@@ -204,6 +207,7 @@ class Discriminator(nn.Module):
     condition: "none", "label" or "text".
     num_classes: Label vocabulary size for condition="label".
     text_encoder: Module mapping int32[B, L] to (hidden, pooled); required for condition="text".
+    norm: normalisation after every conv but the first, one of D_NORMS.
     dtype: Computation dtype; params and logits are float32.
   """
 
@@ -212,12 +216,15 @@ class Discriminator(nn.Module):
   condition: str = "none"
   num_classes: int = 32
   text_encoder: nn.Module | None = None
+  norm: str = "batch"
   dtype: Dtype = jnp.float32
 
   def __post_init__(self) -> None:
     # Fail at construction (e.g. while building from a config), not at the first trace.
     _num_stages(self.resolution)
     _check_condition("Discriminator", self.condition, self.text_encoder, None, check_cond=False)
+    if self.norm not in D_NORMS:
+      raise ValueError(f"Unknown discriminator norm {self.norm!r}; valid: {', '.join(D_NORMS)}.")
     super().__post_init__()
 
   @nn.compact
@@ -253,8 +260,16 @@ class Discriminator(nn.Module):
         kernel_init=_conv_kernel_init(in_name=None if i == 0 else "conv_in"),
         name=f"down_{i}",
       )(h)
-      if i > 0:  # No BatchNorm on the first layer (paper).
+      if i > 0 and self.norm == "batch":  # No normalisation on the first layer (paper).
         h = _batch_norm(train, self.dtype, f"bn_down_{i}")(h)
+      elif i > 0 and self.norm == "layer":
+        h = nn.LayerNorm(
+          reduction_axes=(-3, -2, -1),
+          dtype=self.dtype,
+          scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("conv_out",)),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+          name=f"ln_down_{i}",
+        )(h)
       h = nn.leaky_relu(h, _LEAK)
 
     phi = h.astype(jnp.float32).sum(axis=(1, 2))  # float32[B, phi_dim], global sum pool

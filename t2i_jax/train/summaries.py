@@ -40,7 +40,9 @@ def image_grid(
   scale = max(1, cell_size // max(h, w))
   font = ImageFont.load_default()
   chars_per_line = max(8, (w * scale) // 6)
-  caption_lines = [textwrap.wrap(c, chars_per_line) for c in captions] if captions else []
+  caption_lines = (
+    [textwrap.wrap(c, chars_per_line) for c in captions] if captions is not None else []
+  )
   text_h = 11 * max((len(lines) for lines in caption_lines), default=0)
   cell_w, cell_h = w * scale + 2 * padding, h * scale + text_h + 2 * padding
   rows = math.ceil(n / columns)

@@ -206,6 +206,23 @@ def test_mismatched_all_equal_gives_zero_weight():
   np.testing.assert_array_equal(weight, np.zeros(4))
 
 
+@pytest.mark.parametrize("condition", CONDITIONS)
+def test_discriminate_keys_and_shapes(condition):
+  gan = task.build_gan_task(tiny_config(condition))
+  setup = gan.train_step.keywords["setup"]
+  state = jax.eval_shape(lambda rng: nn.unbox(gan.init(rng)), jax.random.key(0))
+  batch = gan.preprocess(host_batch())
+  real = steps.to_float_images(batch["image"])
+  cond = steps.condition_of(batch, condition)
+  logits, stats = jax.eval_shape(
+    lambda v: steps.discriminate(setup, v, real, real, cond), state.discriminator.variables()
+  )
+  want = {"real", "fake"} | ({"mismatch", "mismatch_weight"} if condition != "none" else set())
+  assert set(logits) == want
+  assert all(v.shape == (BATCH_SIZE,) for v in logits.values())
+  assert jax.tree.structure(stats) == jax.tree.structure(state.discriminator.batch_stats)
+
+
 # --- eval_step, finalize_eval, sample ----------------------------------------------------------
 
 
@@ -369,11 +386,6 @@ def test_text_condition_needs_captions():
     task.build_gan_task(config)
 
 
-@pytest.mark.xfail(
-  strict=True,
-  reason="library bug: build_gan_task accepts condition='label' on CelebA, whose labels are all "
-  "-1 (nn.Embed wraps -1 to the last class, so every example gets class num_classes - 1)",
-)
 def test_label_condition_needs_labels():
   config = tiny_config("label")
   config.data.name = "celeba"

@@ -104,7 +104,8 @@ def test_tiny_variant_trains(config_module, tmp_path):
   config = config_module.get_config("tiny")
   state = loop.train_and_evaluate(config, str(tmp_path))
   assert int(state.step) == config.train.num_steps
-  assert os.listdir(tmp_path / "samples")
+  assert str(config.train.num_steps) in os.listdir(tmp_path / "checkpoints")
+  assert f"step_{config.train.num_steps:06d}.png" in os.listdir(tmp_path / "samples")
   assert glob.glob(str(tmp_path / "tensorboard" / "events.out.tfevents.*"))
 
 
