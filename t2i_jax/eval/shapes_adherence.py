@@ -18,9 +18,14 @@ _PALETTE = np.asarray([shapes.COLOR_RGB[c] for c in shapes.COLORS], np.float64)
 def classify(image: np.ndarray, size: str, position: str) -> tuple[str | None, str | None]:
   """(colour, shape) of the object in `image` (uint8[H, W, 3]); (None, None) if it is empty."""
   resolution = image.shape[0]
-  coverage = image.max(axis=-1).astype(np.float64) / 255.0  # soft, keeps anti-aliased edges
+  # Soft coverage (keeps anti-aliased edges), measured above the background level, which is the
+  # median pixel since one object covers well under half the image; generated backgrounds are
+  # often dark grey rather than black.
+  brightness = image.max(axis=-1).astype(np.float64)
+  background = np.median(brightness)
+  coverage = np.clip((brightness - background) / max(brightness.max() - background, 1.0), 0, 1)
   area = coverage.sum()
-  if area < 1:  # less than one pixel's worth of object: nothing drawn
+  if area < 2:  # under two pixels' worth of object: nothing drawn
     return None, None
   core = coverage >= 0.9 * coverage.max()  # edge pixels are darkened by anti-aliasing
   mean_rgb = image[core].astype(np.float64).mean(axis=0)

@@ -105,7 +105,7 @@ def test_black_image_counts_as_wrong():
 
 def test_nearly_empty_image_is_empty():
   image = np.zeros((32, 32, 3), np.uint8)
-  image[3, 4] = (200, 0, 0)  # less than one pixel's worth of coverage
+  image[3, 4] = (200, 0, 0)  # a single lit pixel is no object
   assert shapes_adherence.classify(image, "small", "top left") == (None, None)
 
 

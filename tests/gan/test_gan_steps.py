@@ -417,3 +417,14 @@ def test_every_loss_kind_traces(loss):
   )
   assert jax.tree.structure(new_state) == jax.tree.structure(state)
   assert all(m.shape == () for m in metrics.values())
+
+
+def test_train_step_with_per_example_discriminator_norm():
+  """d_norm="none" scores real, fake and mismatched images as one batch (one D call)."""
+  gan = task.build_gan_task(tiny_config("label", d_norm="none"))
+  state = jax.jit(lambda r: nn.unbox(gan.init(r)))(jax.random.key(0))
+  assert not state.discriminator.batch_stats
+  batch = {k: jnp.asarray(v) for k, v in gan.preprocess(host_batch()).items()}
+  new_state, metrics = jax.jit(gan.train_step)(state, batch, jax.random.key(1))
+  assert int(new_state.step) == 1
+  assert all(np.isfinite(float(v)) for v in metrics.values())

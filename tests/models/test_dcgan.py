@@ -231,3 +231,21 @@ def test_wrong_image_size_raises():
   _, d = _models("none")
   with pytest.raises(ValueError, match="expects"):
     jax.eval_shape(lambda: d.init(jax.random.key(0), _image(64), train=False))
+
+
+@pytest.mark.parametrize("norm", ["layer", "none"])
+def test_discriminator_without_batch_norm_is_per_example(norm):
+  _, d = _models("label")
+  d = d.clone(norm=norm)
+  x = _image(32)
+  variables = jax.jit(lambda: d.init(jax.random.key(0), x, CONDS["label"], train=True))()
+  assert "batch_stats" not in variables
+  logits = d.apply(variables, x, CONDS["label"], train=True)
+  # No coupling between examples: scoring one image alone gives the same logit.
+  alone = d.apply(variables, x[:1], CONDS["label"][:1], train=True)
+  np.testing.assert_allclose(logits[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_discriminator_norm_raises():
+  with pytest.raises(ValueError, match="Unknown discriminator norm 'group'; valid: batch, layer"):
+    Discriminator(resolution=32, width=8, norm="group")
