@@ -118,14 +118,18 @@ def test_batch_norm_stats_update_only_in_train_mode(tiny):
 
 def test_conditioning_changes_outputs(tiny):
   condition, g, d, g_vars, d_vars = tiny
-  if condition == "none":
-    pytest.skip("unconditional")
   images = jax.random.uniform(jax.random.key(3), (B, 32, 32, 3), minval=-1.0, maxval=1.0)
 
   @jax.jit
   def outputs(cond):
     return g.apply(g_vars, Z, cond, train=False), d.apply(d_vars, images, cond, train=False)
 
+  if condition == "none":  # unconditional models ignore a condition they are handed
+    g_none, d_none = outputs(None)
+    g_label, d_label = outputs(CONDS["label"])
+    np.testing.assert_array_equal(g_none, g_label)
+    np.testing.assert_array_equal(d_none, d_label)
+    return
   g_a, d_a = outputs(CONDS[condition])
   g_b, d_b = outputs(OTHER_CONDS[condition])
   assert not np.allclose(g_a, g_b)
