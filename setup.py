@@ -24,9 +24,11 @@ setuptools.setup(
     "tqdm>=4.66,<5",
     "tensorboardX>=2.6,<3",
     "absl-py>=2.1,<3",
+    "tokenizers>=0.23.1,<0.24",
+    "safetensors>=0.6,<1",
   ],
   extras_require={
-    "test": ["pytest>=8,<10"],
+    "test": ["pytest>=8,<10", "transformers>=5.23,<6"],
     "tf": ["tensorflow>=2.16"],
   },
 )

@@ -3,9 +3,11 @@
 import ml_collections
 from ml_collections import config_dict
 
+from configs import common
+
 
 def get_base_config() -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict()
+  c = common.get_common_config()
   c.model = dict(
     family="gan",
     name="dcgan",
@@ -17,47 +19,16 @@ def get_base_config() -> ml_collections.ConfigDict:
     num_classes=32,  # labels of captioned shapes: colour x shape
     loss="nonsaturating",  # or "hinge"
     d_norm="batch",  # discriminator normalisation: "batch" (paper), "layer" or "none"
-    text_encoder=dict(name="word", embed_dim=128, num_layers=1, num_heads=4),
-  )
-  c.data = dict(
-    name="shapes",  # "shapes" (built in) | "celeba" (TFDS, manual download)
-    resolution=64,  # 32, 64 or 128 (sets the DCGAN depth)
-    max_objects=1,  # shapes: objects per image, 1 or 2
-    heldout_pairs=(
-      ("red", "triangle"),
-      ("blue", "star"),
-      ("green", "square"),
-      ("yellow", "circle"),
+    # "word": learned with the GAN; "clip": frozen, from an exported CLIP folder (checkpoint).
+    text_encoder=dict(
+      name="word",
+      embed_dim=128,
+      num_layers=1,
+      num_heads=4,
+      checkpoint=config_dict.placeholder(str),
     ),
-    jitter=True,  # shapes: small random offset / scale / rotation per object
-    seed=0,  # shapes: which procedural dataset
-    data_dir=config_dict.placeholder(str),  # TFDS data_dir (None: ~/tensorflow_datasets)
-    eval_split="test",
-    batch_size=64,  # global, over all devices and hosts
-    max_caption_length=16,  # tokens per caption, EOS included
-    num_threads=4,  # host threads that build batches
-    prefetch=4,  # host batches built ahead of the step
   )
   c.optim = dict(g_lr=2e-4, d_lr=2e-4, b1=0.5, b2=0.999, ema_decay=0.999)
-  c.train = dict(
-    seed=0,  # params, noise and data order
-    num_steps=20_000,
-    log_every=100,
-    eval_every=1_000,  # eval metrics and a sample grid
-    ckpt_every=1_000,
-    keep_checkpoints=3,
-  )
-  c.eval = dict(batch_size=64, num_batches=4, seed=1)
-  c.mesh = dict(axes=("data",), shape=(-1,))
-  # logical axis -> mesh axis. FSDP: add ("conv_out", "data"), ("mlp", "data"), ("vocab", "data").
-  c.sharding_rules = (("batch", "data"),)
-  c.distributed = dict(
-    enabled=False,  # call jax.distributed.initialize() (TPU pods, SLURM/MPI GPU clusters)
-    coordinator_address=config_dict.placeholder(str),  # "host:port"; None: auto-detect
-    num_processes=config_dict.placeholder(int),
-    process_id=config_dict.placeholder(int),
-    initialization_timeout=300,
-  )
   return c
 
 

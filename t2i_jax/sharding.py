@@ -86,7 +86,12 @@ def state_shardings(abstract_boxed_state: Any, mesh: Mesh, rules: Sequence[tuple
   mesh_specs = nn.logical_to_mesh(logical_specs, rules)
   abstract = nn.unbox(abstract_boxed_state)
   return jax.tree.map(
-    lambda spec, leaf: NamedSharding(mesh, _fit_spec(spec, tuple(leaf.shape), mesh)),
+    # Leaf-less placeholders (optax's MaskedNode for frozen params) pass through as they are.
+    lambda spec, leaf: (
+      NamedSharding(mesh, _fit_spec(spec, tuple(leaf.shape), mesh))
+      if hasattr(leaf, "shape")
+      else leaf
+    ),
     mesh_specs,
     abstract,
     is_leaf=lambda x: isinstance(x, PartitionSpec),

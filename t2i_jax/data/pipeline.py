@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import inspect
 import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -212,6 +213,10 @@ class Batches:
     )
     self.indices(start_step)  # Validates the arguments now rather than on a worker thread.
     self._preprocess = preprocess
+    get_batch = getattr(source, "get_batch", None)
+    self._draws_per_step = get_batch is not None and (
+      "draw_seed" in inspect.signature(get_batch).parameters
+    )
     self._next_step = start_step
     self._closed = False
     self._record_pool = None
@@ -244,7 +249,10 @@ class Batches:
   def get(self, step: int) -> Batch:
     """Loads this process's batch of `step` synchronously (same result as iteration gives)."""
     indices = self.indices(step)
-    if hasattr(self._source, "get_batch"):
+    if self._draws_per_step:
+      # e.g. CUB: a fresh caption (and crop) per step, still a pure function of the step.
+      raw = self._source.get_batch(indices, draw_seed=step)
+    elif hasattr(self._source, "get_batch"):
       raw = self._source.get_batch(indices)
     else:
       keys = [int(i) for i in indices]

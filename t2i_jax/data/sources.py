@@ -8,15 +8,18 @@ importing TFDS.
 (e.g. `types.SimpleNamespace`); fields other than `name` are optional and default as below.
 
 Fields:
-  name: "shapes" | "celeba".
+  name: "shapes" | "celeba" | "cub".
   resolution: Image side length (default 64).
   max_objects: Shapes per image (shapes only; default 1).
   heldout_pairs: [colour, shape] pairs kept out of the shapes train split (default: the shapes
     module's DEFAULT_HELDOUT_PAIRS).
-  seed: Seed of the shapes generator (default 0).
+  seed: Seed of the shapes generator, or of cub's caption and augmentation draws (default 0).
   jitter: Random position/size jitter of the shapes (default True).
   num_examples: Override of the shapes split size (default None: the module's default).
-  data_dir: TFDS data dir for celeba (default None: TFDS's default).
+  data_dir: TFDS data dir for celeba (default None: TFDS's default); for cub the root folder of
+    `t2i_jax.data.cub.LAYOUT` (default None: `cub.DEFAULT_DATA_DIR`).
+  caption_layout: cub: "auto" | "text_c10" | "attngan" (default "auto").
+  crop: cub: "stackgan" | "none" (default "stackgan").
 """
 
 from __future__ import annotations
@@ -73,9 +76,25 @@ def _build_celeba(data_config: Any, split: str):
   )
 
 
+def _build_cub(data_config: Any, split: str):
+  from t2i_jax.data import cub  # Lazy, like the others.
+
+  return cub.CUB(
+    split=split,
+    resolution=int(config_field(data_config, "resolution", 64)),
+    data_dir=config_field(data_config, "data_dir", None),
+    seed=int(config_field(data_config, "seed", 0)),
+    caption_layout=config_field(data_config, "caption_layout", "auto"),
+    crop=config_field(data_config, "crop", "stackgan"),
+    # Random crop + flip only where training reads; evaluation splits stay deterministic.
+    augment=bool(config_field(data_config, "augment", False)) and split == "train",
+  )
+
+
 SOURCES: dict[str, Callable[[Any, str], Any]] = {
   "shapes": _build_shapes,
   "celeba": _build_celeba,
+  "cub": _build_cub,
 }
 
 

@@ -40,6 +40,8 @@ class GANSetup:
   cond_length: int = struct.field(pytree_node=False)  # token ids per caption ("text")
   loss: str = struct.field(pytree_node=False)
   ema_decay: float = struct.field(pytree_node=False)
+  # Applied to freshly initialised G and D params, e.g. to load a frozen pretrained text encoder.
+  prepare_params: Any = struct.field(pytree_node=False, default=lambda params: params)
 
 
 def condition_of(batch, condition: str):
@@ -60,9 +62,11 @@ def init(rng: jax.Array, setup: GANSetup) -> GANState:
   g_rng, d_rng = jax.random.split(rng)
   z = jnp.zeros((2, setup.nz), jnp.float32)
   cond = _dummy_condition(setup, 2)
-  g_vars = setup.generator.init(g_rng, z, cond, train=False)
+  g_vars = dict(setup.generator.init(g_rng, z, cond, train=False))
   images = jnp.zeros((2, setup.resolution, setup.resolution, 3), jnp.float32)
-  d_vars = setup.discriminator.init(d_rng, images, cond, train=False)
+  d_vars = dict(setup.discriminator.init(d_rng, images, cond, train=False))
+  g_vars["params"] = setup.prepare_params(g_vars["params"])
+  d_vars["params"] = setup.prepare_params(d_vars["params"])
   generator = NetworkState.create(g_vars, setup.g_tx)
   return GANState(
     step=jnp.zeros((), jnp.int32),

@@ -5,7 +5,9 @@ import os
 
 import ml_collections
 import numpy as np
+import optax
 
+from t2i_jax.clip import export, frozen
 from t2i_jax.data import shapes
 from t2i_jax.eval import shapes_adherence
 from t2i_jax.gan import losses, steps
@@ -72,12 +74,28 @@ def build_gan_task(config: ml_collections.ConfigDict) -> Task:
   resolution = config.data.resolution
   tokenizer, g_text, d_text = None, None, None
   cond_length = config.data.max_caption_length
-  if m.condition == "text":
+  prepare_params = lambda params: params  # noqa: E731
+  param_labels = None
+  te = m.text_encoder
+  if m.condition == "text" and te.name == "clip":
+    # A frozen, pretrained CLIP text tower (trained by configs/clip_*.py or imported from HF).
+    if not te.checkpoint:
+      raise ValueError(
+        "config.model.text_encoder.name='clip' needs config.model.text_encoder.checkpoint: an "
+        "exported CLIP folder (e.g. <clip_shapes workdir>/export)."
+      )
+    _, clip_params, tokenizer = export.load_clip(te.checkpoint)
+    clip_kwargs = export.read_clip_kwargs(te.checkpoint)
+    cond_length = clip_kwargs["context_length"]
+    g_text = d_text = frozen.FrozenClipText(clip_kwargs=clip_kwargs)
+    prepare_params = functools.partial(_load_frozen_clip, clip_params=clip_params)
+    param_labels = frozen.frozen_labels
+  elif m.condition == "text":
     tokenizer = _make_tokenizer(config)
-    te = m.text_encoder
     if te.name not in TEXT_ENCODERS:
       raise ValueError(
-        f"Unknown config.model.text_encoder.name {te.name!r}; valid: {', '.join(TEXT_ENCODERS)}."
+        f"Unknown config.model.text_encoder.name {te.name!r}; valid: "
+        f"{', '.join([*TEXT_ENCODERS, 'clip'])}."
       )
     build_te = functools.partial(
       TEXT_ENCODERS[te.name], te, tokenizer.vocab_size, cond_length, tokenizer.pad_id
@@ -103,14 +121,15 @@ def build_gan_task(config: ml_collections.ConfigDict) -> Task:
   setup = steps.GANSetup(
     generator=generator,
     discriminator=discriminator,
-    g_tx=make_optimizer("adam", o.g_lr, o.b1, o.b2),
-    d_tx=make_optimizer("adam", o.d_lr, o.b1, o.b2),
+    g_tx=_frozen_aware(make_optimizer("adam", o.g_lr, o.b1, o.b2), param_labels),
+    d_tx=_frozen_aware(make_optimizer("adam", o.d_lr, o.b1, o.b2), param_labels),
     nz=m.nz,
     resolution=resolution,
     condition=m.condition,
     cond_length=cond_length,
     loss=m.loss,
     ema_decay=o.ema_decay,
+    prepare_params=prepare_params,
   )
 
   num_cells = 32 if m.condition != "none" else 64
@@ -156,3 +175,14 @@ def build_gan_task(config: ml_collections.ConfigDict) -> Task:
 
 def _adherence(images: np.ndarray, *, captions) -> dict[str, float]:
   return {f"eval/samples_{k}": v for k, v in shapes_adherence.evaluate(images, captions).items()}
+
+
+def _load_frozen_clip(params, *, clip_params):
+  return frozen.load_into(params, clip_params)
+
+
+def _frozen_aware(tx: optax.GradientTransformation, param_labels):
+  """Leaves a frozen text encoder's params untouched (and without optimizer state)."""
+  if param_labels is None:
+    return tx
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, param_labels)

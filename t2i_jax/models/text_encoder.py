@@ -1,7 +1,8 @@
 """Small trainable transformer text encoder over word-tokenizer ids.
 
-Exposes the same interface later frozen encoders (CLIP) will: ``(hidden [B, L, D], pooled [B, D])``,
-so conditional models can swap encoders without code changes.
+Exposes the same interface as the frozen CLIP text encoder: ``(hidden [B, L, D], pooled [B, D])``,
+so conditional models can swap encoders without code changes. The blocks are the shared pre-LN
+``t2i_jax.layers.transformer`` ones with the tanh-approximated GELU this encoder always used.
 """
 
 from __future__ import annotations
@@ -13,74 +14,15 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.layers import initializers
-from t2i_jax.layers.attention import SelfAttention, padding_mask
+from t2i_jax.layers.attention import padding_mask
+from t2i_jax.layers.transformer import MlpBlock, TransformerBlock, layer_norm
 
 Dtype = Any
 
-# N(0, 0.02) for every embedding and kernel, as in GPT-2 / BERT.
+__all__ = ["MlpBlock", "TransformerBlock", "WordTextEncoder"]
+
+# N(0, 0.02) for every embedding, as in GPT-2 / BERT.
 _INIT = initializers.normal(0.02)
-
-
-def _layer_norm(dtype: Dtype, name: str) -> nn.LayerNorm:
-  return nn.LayerNorm(
-    epsilon=1e-5,
-    dtype=dtype,
-    scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ("embed",)),
-    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-    name=name,
-  )
-
-
-class MlpBlock(nn.Module):
-  """Two-layer GELU MLP, D -> mlp_ratio * D -> D.
-
-  Attributes:
-    mlp_ratio: Hidden width as a multiple of the input width.
-    dtype: Computation dtype.
-  """
-
-  mlp_ratio: int = 4
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """Maps float[B, L, D] to ``dtype``[B, L, D]."""
-    width = x.shape[-1]
-    h = nn.Dense(
-      self.mlp_ratio * width,
-      dtype=self.dtype,
-      kernel_init=nn.with_logical_partitioning(_INIT, ("embed", "mlp")),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)),
-      name="fc1",
-    )(x)
-    h = nn.gelu(h)
-    return nn.Dense(
-      width,
-      dtype=self.dtype,
-      kernel_init=nn.with_logical_partitioning(_INIT, ("mlp", "embed")),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("embed",)),
-      name="fc2",
-    )(h)
-
-
-class TransformerBlock(nn.Module):
-  """Pre-LayerNorm transformer block: x + Attn(LN(x)), then x + MLP(LN(x)).
-
-  Attributes:
-    num_heads: Attention heads.
-    dtype: Computation dtype.
-  """
-
-  num_heads: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array | None) -> jax.Array:
-    """Maps float[B, L, D] (mask bool broadcastable to [B, H, L, L]) to float[B, L, D]."""
-    h = _layer_norm(self.dtype, "ln_attn")(x)
-    x = x + SelfAttention(self.num_heads, dtype=self.dtype, name="attn")(h, mask)
-    h = _layer_norm(self.dtype, "ln_mlp")(x)
-    return x + MlpBlock(dtype=self.dtype, name="mlp")(h)
 
 
 class WordTextEncoder(nn.Module):
@@ -138,8 +80,10 @@ class WordTextEncoder(nn.Module):
     valid = token_ids != self.pad_id  # bool[B, L]
     mask = padding_mask(token_ids, self.pad_id)
     for i in range(self.num_layers):
-      x = TransformerBlock(self.num_heads, dtype=self.dtype, name=f"block_{i}")(x, mask)
-    hidden = _layer_norm(self.dtype, "ln_final")(x).astype(jnp.float32)
+      x = TransformerBlock(
+        self.num_heads, activation="gelu_tanh", dtype=self.dtype, name=f"block_{i}"
+      )(x, mask)
+    hidden = layer_norm(self.dtype, "ln_final")(x).astype(jnp.float32)
 
     weights = valid.astype(jnp.float32)[..., None]
     count = jnp.maximum(weights.sum(axis=1), 1.0)  # all-pad rows: 0 / 1 = 0, not NaN

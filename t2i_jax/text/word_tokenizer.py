@@ -106,6 +106,10 @@ class WordTokenizer:
     return self.PAD_ID
 
   @property
+  def eos_id(self) -> int:
+    return self.EOS_ID
+
+  @property
   def vocab(self) -> list[str]:
     """The non-special words, in id order (what the constructor takes)."""
     return self._id_to_token[len(self.SPECIALS) :]

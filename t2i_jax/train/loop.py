@@ -134,7 +134,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
   repl = sharding.replicated(mesh)
   task = build_task(config)
   train_source = make_source(config.data, "train")
-  eval_source = make_source(config.data, config.data.eval_split)
+  # The first split reports as "eval/...", any extra ones as "eval_<split>/...".
+  eval_splits = [config.data.eval_split, *config.eval.get("extra_splits", ())]
+  eval_sources = {split: make_source(config.data, split) for split in eval_splits}
 
   init_rng, train_rng, eval_rng, sample_rng = jax.random.split(jax.random.key(config.train.seed), 4)
   abstract, shardings = sharding.abstract_state(task.init, init_rng, mesh, rules)
@@ -159,8 +161,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     donate_argnums=0,
   )
   eval_step = jax.jit(task.eval_step, in_shardings=(shardings, data_sharding, repl))
-  sample_fn = jax.jit(task.sample, in_shardings=(shardings, repl, repl), out_shardings=repl)
-  sample_inputs = jax.device_put(dict(task.sample_inputs), repl)
+  sample_fn, sample_inputs = None, None
+  if task.sample is not None:
+    sample_fn = jax.jit(task.sample, in_shardings=(shardings, repl, repl), out_shardings=repl)
+    sample_inputs = jax.device_put(dict(task.sample_inputs), repl)
 
   batch_kwargs = dict(
     process_index=jax.process_index(),
@@ -168,14 +172,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     preprocess=task.preprocess,
     num_threads=config.data.num_threads,
   )
-  eval_host = pipeline.Batches(
-    eval_source, global_batch_size=config.eval.batch_size, seed=config.eval.seed, **batch_kwargs
-  )
-  eval_batches = [
-    pipeline.to_global_batch(eval_host.get(i), data_sharding)
-    for i in range(config.eval.num_batches)
-  ]
-  eval_host.close()
+  eval_batches = {}
+  for split, source in eval_sources.items():
+    with pipeline.Batches(
+      source, global_batch_size=config.eval.batch_size, seed=config.eval.seed, **batch_kwargs
+    ) as eval_host:
+      eval_batches[split] = [
+        pipeline.to_global_batch(eval_host.get(i), data_sharding)
+        for i in range(config.eval.num_batches)
+      ]
   train_host = pipeline.Batches(
     train_source,
     global_batch_size=config.data.batch_size,
@@ -211,10 +216,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
         if step % config.train.eval_every == 0 or is_last:
           _flush(pending, last_saved, ckpt_dir)
           t0 = time.time()
-          results = _evaluate(task, eval_step, state, eval_batches, eval_rng)
-          results |= _write_samples(
-            task, sample_fn, state, sample_inputs, sample_rng, step, workdir, writer
-          )
+          results = {}
+          for i, (split, batches) in enumerate(eval_batches.items()):
+            split_results = _evaluate(task, eval_step, state, batches, eval_rng)
+            prefix = "eval/" if i == 0 else f"eval_{split}/"
+            results |= {prefix + k.split("/", 1)[-1]: v for k, v in split_results.items()}
+          if sample_fn is not None:
+            results |= _write_samples(
+              task, sample_fn, state, sample_inputs, sample_rng, step, workdir, writer
+            )
           summaries.log_metrics(step, results | {"eval/seconds": time.time() - t0})
           writer.scalars(step, results)
         # Multi-host: agree on stopping at log steps only, so every process saves the same step.
@@ -234,6 +244,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
             ckpt_dir,
           )
           break
+    if step == num_steps and task.export is not None:
+      task.export(state, workdir)
   finally:
     progress.close()
     device_batches.close()

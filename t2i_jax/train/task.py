@@ -22,23 +22,27 @@ class Task:
     eval_step: (state, batch, rng) -> metrics that are *sums* over the batch (the loop adds them
       over eval batches on host in float64 and calls `finalize_eval`).
     finalize_eval: summed eval metrics -> reported eval metrics.
-    sample: (state, sample_inputs, rng) -> images float32[N, H, W, 3] in [-1, 1].
+    sample: (state, sample_inputs, rng) -> images float32[N, H, W, 3] in [-1, 1]; None for
+      families that do not generate (no sample grids).
     sample_inputs: fixed inputs for the sample grid (noise, labels, tokens), host arrays.
     sample_captions: the text drawn under each grid cell (or None).
     grid_columns: cells per grid row.
     preprocess: host-side numpy batch (image, caption, label) -> arrays the steps take.
     write_assets: writes what the run needs beside its checkpoints (e.g. a tokenizer vocabulary).
     evaluate_samples: optional uint8 grid images [N, H, W, 3] -> host metrics about them.
+    export: optional (state, workdir) -> None, run once when training reaches num_steps (e.g.
+      a standalone checkpoint other configs can load).
   """
 
   init: Callable[[jax.Array], State]
   train_step: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
   eval_step: Callable[[State, Batch, jax.Array], Metrics]
   finalize_eval: Callable[[dict[str, float]], dict[str, float]]
-  sample: Callable[[State, Mapping[str, jax.Array], jax.Array], jax.Array]
+  sample: Callable[[State, Mapping[str, jax.Array], jax.Array], jax.Array] | None
   sample_inputs: Mapping[str, np.ndarray]
   sample_captions: Sequence[str] | None
   grid_columns: int
   preprocess: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
   write_assets: Callable[[str], None] = lambda workdir: None
   evaluate_samples: Callable[[np.ndarray], dict[str, float]] | None = None
+  export: Callable[[State, str], None] | None = None
