@@ -28,8 +28,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   )
   c.data.update(resolution=32, batch_size=128, max_caption_length=16)
   c.optim = dict(lr=1e-3, b1=0.9, b2=0.98, weight_decay=0.1, warmup_steps=100, grad_clip_norm=1.0)
-  c.train.update(num_steps=1_500, log_every=50, eval_every=500, ckpt_every=500)
-  c.eval.update(batch_size=256, num_batches=1, extra_splits=("heldout",))
+  c.train.update(num_steps=2_000, log_every=100, eval_every=500, ckpt_every=500)
+  c.eval.update(batch_size=256, num_batches=2, extra_splits=("heldout",))
   if arg == "tiny":
     c.model.update(
       text_width=16, text_layers=1, text_heads=2, vision_width=16, vision_layers=1, vision_heads=2

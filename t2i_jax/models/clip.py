@@ -337,6 +337,19 @@ class CLIP(nn.Module):
     }
 
 
+def text_padding_mask(token_ids: jax.Array, eos_id: int | None) -> jax.Array:
+  """bool[B, L]: True up to and including each row's end-of-text token (the pooled position).
+
+  Hidden states after it are computed but meaningless; consumers such as cross-attention mask
+  them with this. eos_id None means the EOT is the largest id of the row (OpenAI's convention).
+  """
+  if eos_id is None:
+    eot = jnp.argmax(token_ids, axis=-1)
+  else:
+    eot = jnp.argmax(token_ids == eos_id, axis=-1)
+  return jnp.arange(token_ids.shape[1])[None, :] <= eot[:, None]
+
+
 def encode_text(model: CLIP, params: Any, token_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
   """Frozen-encoder API: ``(hidden float32[B, L, Dt], pooled float32[B, Dt])`` of ``token_ids``."""
   return model.apply({"params": params}, token_ids, method=CLIP.encode_text)

@@ -349,3 +349,15 @@ def test_make_source_and_batches(roots):
     batch = next(batches)
   assert batch["image"].shape == (2, 32, 32, 3) and batch["image"].dtype == np.uint8
   assert batch["label"].dtype == np.int32 and all(isinstance(c, str) for c in batch["caption"])
+
+
+@pytest.mark.slow
+def test_clip_cub_tiny_trains_on_the_fake_tree(roots, tmp_path):
+  from configs import clip_cub  # noqa: PLC0415
+  from t2i_jax.train import loop  # noqa: PLC0415
+
+  config = clip_cub.get_config("tiny")
+  config.data.data_dir = str(roots["both"])
+  state = loop.train_and_evaluate(config, str(tmp_path))
+  assert int(state.step) == config.train.num_steps
+  assert (tmp_path / "export" / "tokenizer.json").exists()  # word vocabulary of CUB captions

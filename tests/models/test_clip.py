@@ -279,3 +279,15 @@ def test_loss_over_global_batch_on_8_devices():
   result = run_python(["-c", code], num_devices=8, timeout=120)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "OK" in result.stdout
+
+
+def test_text_padding_mask_ends_at_the_first_end_of_text():
+  from t2i_jax.models.clip import text_padding_mask  # noqa: PLC0415
+
+  tokens = jnp.asarray([[5, 7, 2, 0, 0], [5, 2, 0, 2, 0]])
+  np.testing.assert_array_equal(
+    text_padding_mask(tokens, eos_id=2),
+    [[True, True, True, False, False], [True, True, False, False, False]],
+  )
+  openai_style = jnp.asarray([[49406, 320, 49407, 0]])
+  np.testing.assert_array_equal(text_padding_mask(openai_style, None), [[True, True, True, False]])
