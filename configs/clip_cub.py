@@ -11,7 +11,7 @@ from configs import clip_shapes
 
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  c = clip_shapes.get_config("tiny" if arg == "tiny" else "")
+  c = clip_shapes.get_config()
   c.model.update(text_width=256, text_layers=4, text_heads=4, vision_width=256)
   c.model.update(vision_layers=4, vision_heads=4, patch_size=8, projection_dim=128)
   c.data.update(
@@ -27,13 +27,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.train.update(num_steps=20_000, eval_every=1_000, ckpt_every=1_000)
   c.eval.update(batch_size=256, num_batches=1, extra_splits=())
   if arg == "tiny":
-    c.model.update(
-      text_width=16, text_layers=1, text_heads=2, vision_width=16, vision_layers=1, vision_heads=2
-    )
-    c.model.update(patch_size=8, projection_dim=8)
-    c.data.update(batch_size=8, num_threads=2, prefetch=2)
-    c.train.update(num_steps=4, log_every=2, eval_every=4, ckpt_every=2, keep_checkpoints=2)
-    c.eval.update(batch_size=8)
+    clip_shapes.apply_tiny(c)
+    c.eval.batch_size = 8
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; valid: '' or 'tiny'.")
   return c

@@ -31,13 +31,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.train.update(num_steps=2_000, log_every=100, eval_every=500, ckpt_every=500)
   c.eval.update(batch_size=256, num_batches=2, extra_splits=("heldout",))
   if arg == "tiny":
-    c.model.update(
-      text_width=16, text_layers=1, text_heads=2, vision_width=16, vision_layers=1, vision_heads=2
-    )
-    c.model.update(patch_size=8, projection_dim=8)
-    c.data.update(batch_size=8, num_threads=2, prefetch=2)
-    c.train.update(num_steps=4, log_every=2, eval_every=4, ckpt_every=2, keep_checkpoints=2)
-    c.eval.update(batch_size=16)
+    apply_tiny(c)
   elif arg:
     raise ValueError(f"Unknown config argument {arg!r}; valid: '' or 'tiny'.")
   return c
+
+
+def apply_tiny(c: ml_collections.ConfigDict) -> None:
+  """Tests and smoke runs: seconds on CPU."""
+  c.model.update(text_width=16, text_layers=1, text_heads=2, vision_width=16, vision_layers=1)
+  c.model.update(vision_heads=2, patch_size=8, projection_dim=8)
+  c.data.update(batch_size=8, num_threads=2, prefetch=2)
+  c.train.update(num_steps=4, log_every=2, eval_every=4, ckpt_every=2, keep_checkpoints=2)
+  c.eval.update(batch_size=16, num_batches=1)

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.layers import initializers
+from t2i_jax.layers.embeddings import embed_tokens
 from t2i_jax.layers.transformer import TransformerBlock, layer_norm
 
 Dtype = Any
@@ -100,25 +101,16 @@ class TextTransformer(nn.Module):
       hidden: float32[B, L, D] per-token features after the final LayerNorm.
       pooled: float32[B, D] ``hidden`` at each row's EOT position (unprojected).
     """
-    if token_ids.ndim != 2:
-      raise ValueError(f"token_ids must be [B, L], got shape {token_ids.shape}.")
-    length = token_ids.shape[1]
-    if length > self.context_length:
-      raise ValueError(f"Sequence length {length} exceeds context_length={self.context_length}.")
-
-    tokens = nn.Embed(
-      self.vocab_size,
-      self.width,
+    x = embed_tokens(
+      self,
+      token_ids,
+      vocab_size=self.vocab_size,
+      width=self.width,
+      max_length=self.context_length,
+      position_stddev=0.01,
       dtype=self.dtype,
-      embedding_init=nn.with_logical_partitioning(_INIT, ("vocab", "embed")),
-      name="token_embed",
-    )(token_ids)
-    positions = self.param(
-      "position_embed",
-      nn.with_logical_partitioning(initializers.normal(0.01), ("length", "embed")),
-      (self.context_length, self.width),
+      length_field="context_length",
     )
-    x = tokens + positions[None, :length].astype(self.dtype)
 
     mask = nn.make_causal_mask(token_ids)  # bool[B, 1, L, L]
     for i in range(self.layers):

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 
 from t2i_jax.layers import initializers
 from t2i_jax.layers.attention import padding_mask
+from t2i_jax.layers.embeddings import embed_tokens
 from t2i_jax.layers.transformer import MlpBlock, TransformerBlock, layer_norm
 
 Dtype = Any
@@ -57,25 +58,15 @@ class WordTextEncoder(nn.Module):
       hidden: float32[B, L, D] per-token features (after the final LayerNorm).
       pooled: float32[B, D] mean of ``hidden`` over non-pad positions; zeros for all-pad rows.
     """
-    if token_ids.ndim != 2:
-      raise ValueError(f"token_ids must be [B, L], got shape {token_ids.shape}.")
-    length = token_ids.shape[1]
-    if length > self.max_length:
-      raise ValueError(f"Sequence length {length} exceeds max_length={self.max_length}.")
-
-    tokens = nn.Embed(
-      self.vocab_size,
-      self.embed_dim,
+    x = embed_tokens(
+      self,
+      token_ids,
+      vocab_size=self.vocab_size,
+      width=self.embed_dim,
+      max_length=self.max_length,
+      position_stddev=0.02,
       dtype=self.dtype,
-      embedding_init=nn.with_logical_partitioning(_INIT, ("vocab", "embed")),
-      name="token_embed",
-    )(token_ids)
-    positions = self.param(
-      "position_embed",
-      nn.with_logical_partitioning(_INIT, ("length", "embed")),
-      (self.max_length, self.embed_dim),
     )
-    x = tokens + positions[None, :length].astype(self.dtype)
 
     valid = token_ids != self.pad_id  # bool[B, L]
     mask = padding_mask(token_ids, self.pad_id)

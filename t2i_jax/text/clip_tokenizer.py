@@ -40,6 +40,8 @@ import numpy as np
 import tokenizers
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 
+from t2i_jax.text.ids import as_id_batch
+
 SOT_TOKEN = "<|startoftext|>"
 EOT_TOKEN = "<|endoftext|>"
 END_OF_WORD = "</w>"
@@ -270,15 +272,7 @@ class ClipTokenizer:
     Returns:
       B strings.
     """
-    arr = np.asarray(ids)
-    if arr.ndim == 1:
-      arr = arr[None]
-    if arr.ndim != 2:
-      raise ValueError(f"decode expects ids of shape [B, L] or [L], got shape {arr.shape}.")
-    if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-      raise ValueError(
-        f"ids must lie in [0, {self.vocab_size}); got range [{arr.min()}, {arr.max()}]."
-      )
+    arr = as_id_batch(ids, self.vocab_size)
     rows = []
     for row in arr.tolist():
       end = row.index(self._eos_id) if self._eos_id in row else len(row)

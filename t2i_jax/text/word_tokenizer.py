@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from t2i_jax.text.ids import as_id_batch
+
 # One token is either a run of word characters or any single other non-space character, so
 # "a red-bird." -> ["a", "red", "-", "bird", "."].
 _TOKEN_RE = re.compile(r"[a-z0-9']+|[^\sa-z0-9']")
@@ -154,15 +156,7 @@ class WordTokenizer:
     Returns:
       B strings.
     """
-    arr = np.asarray(ids)
-    if arr.ndim == 1:
-      arr = arr[None]
-    if arr.ndim != 2:
-      raise ValueError(f"decode expects ids of shape [B, L] or [L], got shape {arr.shape}.")
-    if arr.size and (arr.min() < 0 or arr.max() >= self.vocab_size):
-      raise ValueError(
-        f"ids must lie in [0, {self.vocab_size}); got range [{arr.min()}, {arr.max()}]."
-      )
+    arr = as_id_batch(ids, self.vocab_size)
     texts = []
     for row in arr.tolist():
       tokens = []
