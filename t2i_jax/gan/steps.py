@@ -110,7 +110,7 @@ def discriminate(setup: GANSetup, d_variables, real, fake, cond):
     wrong, logits["mismatch_weight"] = _mismatched(cond)
     kinds["mismatch"] = (real, wrong)
   apply = functools.partial(setup.discriminator.apply, train=True, mutable=["batch_stats"])
-  if setup.discriminator.norm == "batch":
+  if getattr(setup.discriminator, "norm", "batch") == "batch":
     stats = d_variables.get("batch_stats")
     for kind, (images, conds) in kinds.items():
       logits[kind], updates = apply(d_variables | {"batch_stats": stats}, images, conds)

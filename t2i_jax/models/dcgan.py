@@ -19,7 +19,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from t2i_jax.layers import initializers
+from t2i_jax.layers.gan_layers import (
+  WEIGHT_INIT,
+  batch_norm,
+  conv_kernel_init,
+  dense_kernel_init,
+)
 
 Dtype = Any
 
@@ -29,32 +34,7 @@ CONDITIONS = ("none", "label", "text")
 # example, over H, W, C) and "none" do not.
 D_NORMS = ("batch", "layer", "none")
 
-# Paper initialisation: all conv / dense / embedding weights ~ N(0, 0.02); BN scale ~ N(1, 0.02).
-_WEIGHT_INIT = initializers.normal(0.02)
-_BN_SCALE_INIT = initializers.normal(0.02, mean=1.0)
-_BN_MOMENTUM = 0.9
-_BN_EPSILON = 1e-5
 _LEAK = 0.2
-
-
-def _conv_kernel_init(in_name: str | None = "conv_in", out_name: str | None = "conv_out"):
-  return nn.with_logical_partitioning(_WEIGHT_INIT, ("conv_h", "conv_w", in_name, out_name))
-
-
-def _dense_kernel_init(out_name: str | None = "mlp"):
-  return nn.with_logical_partitioning(_WEIGHT_INIT, ("embed", out_name))
-
-
-def _batch_norm(train: bool, dtype: Dtype, name: str) -> nn.BatchNorm:
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=_BN_MOMENTUM,
-    epsilon=_BN_EPSILON,
-    dtype=dtype,
-    scale_init=nn.with_logical_partitioning(_BN_SCALE_INIT, ("conv_out",)),
-    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
-    name=name,
-  )
 
 
 def _num_stages(resolution: int) -> int:
@@ -141,7 +121,7 @@ class Generator(nn.Module):
         self.num_classes,
         self.cond_dim,
         dtype=self.dtype,
-        embedding_init=nn.with_logical_partitioning(_WEIGHT_INIT, ("vocab", "embed")),
+        embedding_init=nn.with_logical_partitioning(WEIGHT_INIT, ("vocab", "embed")),
         name="label_embed",
       )(cond)
       h = jnp.concatenate([h, emb], axis=-1)
@@ -150,7 +130,7 @@ class Generator(nn.Module):
       emb = nn.Dense(
         self.cond_dim,
         dtype=self.dtype,
-        kernel_init=_dense_kernel_init(),
+        kernel_init=dense_kernel_init(),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)),
         name="text_proj",
       )(pooled)
@@ -162,11 +142,11 @@ class Generator(nn.Module):
       4 * 4 * channels,
       use_bias=False,  # followed by BatchNorm
       dtype=self.dtype,
-      kernel_init=_dense_kernel_init(),
+      kernel_init=dense_kernel_init(),
       name="project",
     )(h)
     h = h.reshape(h.shape[0], 4, 4, channels)
-    h = nn.relu(_batch_norm(train, self.dtype, "bn_project")(h))
+    h = nn.relu(batch_norm(train, self.dtype, "bn_project")(h))
 
     for i in range(stages - 1):
       channels //= 2
@@ -177,10 +157,10 @@ class Generator(nn.Module):
         padding="SAME",  # k4 s2 'SAME' doubles H and W exactly, like PyTorch padding=1
         use_bias=False,
         dtype=self.dtype,
-        kernel_init=_conv_kernel_init(),
+        kernel_init=conv_kernel_init(),
         name=f"up_{i}",
       )(h)
-      h = nn.relu(_batch_norm(train, self.dtype, f"bn_up_{i}")(h))
+      h = nn.relu(batch_norm(train, self.dtype, f"bn_up_{i}")(h))
 
     h = nn.ConvTranspose(
       self.out_channels,
@@ -189,7 +169,7 @@ class Generator(nn.Module):
       padding="SAME",
       use_bias=False,
       dtype=self.dtype,
-      kernel_init=_conv_kernel_init(out_name=None),
+      kernel_init=conv_kernel_init(out_name=None),
       name="to_image",
     )(h)
     return jnp.tanh(h.astype(jnp.float32))
@@ -257,11 +237,11 @@ class Discriminator(nn.Module):
         use_bias=False,
         dtype=self.dtype,
         # The first conv's input is image channels: never shard that dimension.
-        kernel_init=_conv_kernel_init(in_name=None if i == 0 else "conv_in"),
+        kernel_init=conv_kernel_init(in_name=None if i == 0 else "conv_in"),
         name=f"down_{i}",
       )(h)
       if i > 0 and self.norm == "batch":  # No normalisation on the first layer (paper).
-        h = _batch_norm(train, self.dtype, f"bn_down_{i}")(h)
+        h = batch_norm(train, self.dtype, f"bn_down_{i}")(h)
       elif i > 0 and self.norm == "layer":
         h = nn.LayerNorm(
           reduction_axes=(-3, -2, -1),
@@ -276,7 +256,7 @@ class Discriminator(nn.Module):
     phi_dim = phi.shape[-1]
     logits = nn.Dense(
       1,
-      kernel_init=_dense_kernel_init(out_name=None),
+      kernel_init=dense_kernel_init(out_name=None),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
       name="head",
     )(phi)[:, 0]
@@ -285,7 +265,7 @@ class Discriminator(nn.Module):
       emb = nn.Embed(
         self.num_classes,
         phi_dim,
-        embedding_init=nn.with_logical_partitioning(_WEIGHT_INIT, ("vocab", "embed")),
+        embedding_init=nn.with_logical_partitioning(WEIGHT_INIT, ("vocab", "embed")),
         name="label_embed",
       )(cond)
       logits = logits + jnp.sum(emb * phi, axis=-1)
@@ -293,7 +273,7 @@ class Discriminator(nn.Module):
       _, pooled = self.text_encoder(cond)
       emb = nn.Dense(
         phi_dim,
-        kernel_init=_dense_kernel_init(),
+        kernel_init=dense_kernel_init(),
         bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)),
         name="text_proj",
       )(pooled.astype(jnp.float32))

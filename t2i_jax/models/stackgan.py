@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.gan.conditioning import ConditioningAugmentation
-from t2i_jax.models.dcgan import _batch_norm, _conv_kernel_init, _dense_kernel_init
+from t2i_jax.layers.gan_layers import batch_norm, conv_kernel_init, dense_kernel_init
 
 Dtype = Any
 
@@ -89,7 +89,7 @@ def _conv(
     padding=((1, 1), (1, 1)),
     use_bias=False,
     dtype=dtype,
-    kernel_init=_conv_kernel_init(in_name=in_name, out_name=out_name),
+    kernel_init=conv_kernel_init(in_name=in_name, out_name=out_name),
     name=name,
   )
 
@@ -98,7 +98,7 @@ def _up_block(h: jax.Array, features: int, train: bool, dtype: Dtype, name: str)
   """Reference ``upBlock``: nearest-neighbour x2, 3x3 conv, BatchNorm, ReLU."""
   h = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
   h = _conv(features, 3, dtype, name)(h)
-  return nn.relu(_batch_norm(train, dtype, f"bn_{name}")(h))
+  return nn.relu(batch_norm(train, dtype, f"bn_{name}")(h))
 
 
 def _to_image(h: jax.Array, dtype: Dtype) -> jax.Array:
@@ -133,32 +133,32 @@ def _discriminate(
     in_name = None if i == 0 else "conv_in"  # never shard the RGB input dimension
     h = _conv(width * 2**i, 4, dtype, f"down_{i}", stride=2, in_name=in_name)(h)
     if i > 0:  # No normalisation on the first layer (reference).
-      h = _batch_norm(train, dtype, f"bn_down_{i}")(h)
+      h = batch_norm(train, dtype, f"bn_down_{i}")(h)
     h = nn.leaky_relu(h, _LEAK)
   channels = width * 2 ** (stages - 1)
   i = 0
   while channels > 8 * width:  # Stage-II only: 3x3 convs halving channels to 8*width.
     channels //= 2
     h = _conv(channels, 3, dtype, f"reduce_{i}")(h)
-    h = nn.leaky_relu(_batch_norm(train, dtype, f"bn_reduce_{i}")(h), _LEAK)
+    h = nn.leaky_relu(batch_norm(train, dtype, f"bn_reduce_{i}")(h), _LEAK)
     i += 1
 
   c = nn.Dense(
     cond_dim,
     dtype=dtype,
-    kernel_init=_dense_kernel_init(),
+    kernel_init=dense_kernel_init(),
     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)),
     name="text_proj",
   )(text_embedding.astype(jnp.float32))
   h = jnp.concatenate([h, _tile(nn.leaky_relu(c, _LEAK).astype(dtype), 4)], axis=-1)
   h = _conv(8 * width, 3, dtype, "joint")(h)
-  h = nn.leaky_relu(_batch_norm(train, dtype, "bn_joint")(h), _LEAK)
+  h = nn.leaky_relu(batch_norm(train, dtype, "bn_joint")(h), _LEAK)
   logits = nn.Conv(
     1,
     (4, 4),
     padding="VALID",  # 4x4 -> 1x1, the reference's Conv2d(8 * ndf, 1, 4, stride=4)
     dtype=dtype,
-    kernel_init=_conv_kernel_init(out_name=None),
+    kernel_init=conv_kernel_init(out_name=None),
     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
     name="logits",
   )(h)
@@ -214,11 +214,11 @@ class Stage1Generator(nn.Module):
       4 * 4 * channels,
       use_bias=False,  # followed by BatchNorm
       dtype=self.dtype,
-      kernel_init=_dense_kernel_init(),
+      kernel_init=dense_kernel_init(),
       name="project",
     )(h)
     h = h.reshape(h.shape[0], 4, 4, channels)
-    h = nn.relu(_batch_norm(train, self.dtype, "bn_project")(h))
+    h = nn.relu(batch_norm(train, self.dtype, "bn_project")(h))
     for i in range(4):  # 4 -> 64
       channels //= 2
       h = _up_block(h, channels, train, self.dtype, f"up_{i}")
@@ -318,20 +318,20 @@ class Stage2Generator(nn.Module):
     h = nn.relu(_conv(w, 3, dtype, "encode_0", in_name=None)(h))
     for i, features in enumerate((2 * w, 4 * w)):  # 64 -> 16
       h = _conv(features, 4, dtype, f"encode_{i + 1}", stride=2)(h)
-      h = nn.relu(_batch_norm(train, dtype, f"bn_encode_{i + 1}")(h))
+      h = nn.relu(batch_norm(train, dtype, f"bn_encode_{i + 1}")(h))
 
     c_hat, mu, logvar = ConditioningAugmentation(self.cond_dim, name="ca")(
       text_embedding, sample=sample
     )
     h = jnp.concatenate([h, _tile(c_hat.astype(dtype), _ENCODED_RESOLUTION)], axis=-1)
     h = _conv(4 * w, 3, dtype, "joint")(h)
-    h = nn.relu(_batch_norm(train, dtype, "bn_joint")(h))
+    h = nn.relu(batch_norm(train, dtype, "bn_joint")(h))
 
     for i in range(self.num_residual):
       r = _conv(4 * w, 3, dtype, f"res_{i}_conv_0")(h)
-      r = nn.relu(_batch_norm(train, dtype, f"bn_res_{i}_0")(r))
+      r = nn.relu(batch_norm(train, dtype, f"bn_res_{i}_0")(r))
       r = _conv(4 * w, 3, dtype, f"res_{i}_conv_1")(r)
-      r = _batch_norm(train, dtype, f"bn_res_{i}_1")(r)
+      r = batch_norm(train, dtype, f"bn_res_{i}_1")(r)
       h = nn.relu(h + r)
 
     channels = 4 * w
