@@ -29,10 +29,21 @@ from typing import Any
 
 import numpy as np
 
-COLORS = ("red", "green", "blue", "yellow", "magenta", "cyan", "white", "orange")
-SHAPES = ("circle", "square", "triangle", "star")
-SIZES = ("small", "large")
-POSITIONS = ("top left", "top right", "bottom left", "bottom right", "center")
+from t2i_jax.data.shape_captions import (  # noqa: F401 (the grammar is part of this module's API)
+  COLORS,
+  NUM_CLASSES,
+  POSITIONS,
+  SHAPES,
+  SIZES,
+  CaptionError,
+  caption_of,
+  label_of,
+  parse_caption,
+  unknown_value_message,
+  validated,
+  vocabulary,
+)
+
 COLOR_RGB = {
   "red": (255, 0, 0),
   "green": (0, 255, 0),
@@ -50,8 +61,6 @@ DEFAULT_HELDOUT_PAIRS = (
   ("green", "square"),
   ("yellow", "circle"),
 )
-NUM_CLASSES = len(COLORS) * len(SHAPES)  # 32: label = color_index * 4 + shape_index.
-
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 256
 MAX_OBJECTS = 2
@@ -83,13 +92,6 @@ SQUARE_HALF_SIDE = 0.8
 DEFAULT_LENGTHS = {"train": 1_000_000, "test": 10_000, "heldout": 10_000}
 
 _CANONICAL_JITTER = {"dx": 0.0, "dy": 0.0, "scale": 1.0, "angle": 0.0}
-_OBJECT_GRAMMAR = "a {size} {colour} {shape} in the {position}"
-_ATTRIBUTE_KINDS = {  # Attribute key -> (word in messages, plural, valid values).
-  "color": ("colour", "colours", COLORS),
-  "shape": ("shape", "shapes", SHAPES),
-  "size": ("size", "sizes", SIZES),
-  "position": ("position", "positions", POSITIONS),
-}
 
 
 def _unit_polygons() -> dict[str, tuple[tuple[float, float], ...]]:
@@ -115,25 +117,6 @@ _UNIT_EXTENT = {"circle": 1.0} | {
 }
 
 
-class CaptionError(ValueError):
-  """A caption is outside the captioned-shapes grammar."""
-
-
-def _unknown_value_message(key: str, value: Any) -> str:
-  word, plural, valid = _ATTRIBUTE_KINDS[key]
-  return f"unknown {word} {value!r}; valid {plural}: {', '.join(valid)}"
-
-
-def _validated(obj: dict[str, Any]) -> dict[str, Any]:
-  """Returns `obj` after checking its colour, shape, size and position; raises ValueError."""
-  for key in _ATTRIBUTE_KINDS:
-    if key not in obj:
-      raise ValueError(f"object attributes {obj!r} lack {key!r}")
-    if obj[key] not in _ATTRIBUTE_KINDS[key][2]:
-      raise ValueError(_unknown_value_message(key, obj[key]))
-  return obj
-
-
 def _is_int(value: Any, low: int, high: float = math.inf) -> bool:
   """Whether `value` is an int (not a bool) in [low, high]."""
   return (
@@ -147,114 +130,6 @@ def _check_resolution(resolution: Any) -> int:
       f"resolution must be an int in [{MIN_RESOLUTION}, {MAX_RESOLUTION}], got {resolution!r}"
     )
   return int(resolution)
-
-
-def caption_of(attributes: Sequence[dict[str, Any]]) -> str:
-  """Returns the caption of an image's objects (jitter keys are ignored)."""
-  if not attributes:
-    raise ValueError("an image needs at least one object")
-  return " and ".join(
-    "a {size} {color} {shape} in the {position}".format(**_validated(obj)) for obj in attributes
-  )
-
-
-def label_of(attributes: Sequence[dict[str, Any]]) -> int:
-  """Returns the class in [0, NUM_CLASSES) of the FIRST object: color_index * 4 + shape_index.
-
-  For two-object images the label deliberately describes only the first object (in the heldout
-  split that is the object with the held-out pair).
-  """
-  if not attributes:
-    raise ValueError("an image needs at least one object")
-  first = _validated(attributes[0])
-  return COLORS.index(first["color"]) * len(SHAPES) + SHAPES.index(first["shape"])
-
-
-def vocabulary() -> list[str]:
-  """Returns every word that can appear in a caption, sorted and unique."""
-  words = {"a", "in", "the", "and", *SIZES, *COLORS, *SHAPES}
-  for position in POSITIONS:
-    words.update(position.split())
-  return sorted(words)
-
-
-class _WordCursor:
-  """Walks the words of a caption, raising CaptionError that quotes the whole caption."""
-
-  def __init__(self, words: list[str], caption: str):
-    self.words = words
-    self.caption = caption
-    self.position = 0
-
-  def done(self) -> bool:
-    return self.position == len(self.words)
-
-  def error(self, message: str, hint: str = "") -> CaptionError:
-    return CaptionError(f"{message} in {self.caption!r}" + (f"; {hint}" if hint else ""))
-
-  def take(self, expected: str) -> str:
-    if self.done():
-      raise self.error(f"caption ends early: expected {expected} after {self.words[-1]!r}")
-    self.position += 1
-    return self.words[self.position - 1]
-
-  def expect(self, literal: str) -> None:
-    word = self.take(repr(literal))
-    if word != literal:
-      raise self.error(f"expected {literal!r} but found {word!r} (word {self.position})")
-
-  def take_value(self, key: str) -> str:
-    word_name, plural, valid = _ATTRIBUTE_KINDS[key]
-    value = self.take(f"a {word_name}")
-    if key == "position" and value not in valid:
-      # Positions may be two words ("top left"): take the second if the first word starts one.
-      if any(candidate.startswith(value + " ") for candidate in valid):
-        value = f"{value} {self.take('left or right')}"
-    if value not in valid:
-      hint = f"valid {plural}: {', '.join(valid)}"
-      if any(value in other_valid for _, _, other_valid in _ATTRIBUTE_KINDS.values()):
-        hint += f"; words must come in the order {_OBJECT_GRAMMAR!r}"
-      raise self.error(f"unknown {word_name} {value!r}", hint)
-    return value
-
-
-def parse_caption(caption: str) -> list[dict[str, str]]:
-  """Parses a caption back into canonical object attributes; the inverse of `caption_of`.
-
-  Surrounding whitespace, letter case and one trailing period are tolerated.
-
-  Args:
-    caption: e.g. "a small red circle in the top left and a large blue star in the center".
-
-  Returns:
-    One dict(color, shape, size, position) per object, in caption order.
-
-  Raises:
-    CaptionError: (a ValueError) naming the offending word and listing the valid values.
-  """
-  if not isinstance(caption, str):
-    raise CaptionError(f"caption must be a str, got {type(caption).__name__}")
-  text = caption.strip().lower()
-  if text.endswith("."):
-    text = text[:-1]
-  cursor = _WordCursor(text.split(), caption)
-  if cursor.done():
-    raise cursor.error("empty caption", f"expected {_OBJECT_GRAMMAR!r}, objects joined by 'and'")
-  objects = []
-  while True:
-    cursor.expect("a")
-    obj = {key: cursor.take_value(key) for key in ("size", "color", "shape")}
-    cursor.expect("in")
-    cursor.expect("the")
-    obj["position"] = cursor.take_value("position")
-    if any(other["position"] == obj["position"] for other in objects):
-      raise cursor.error(f"two objects at the same position {obj['position']!r}")
-    objects.append({key: obj[key] for key in ("color", "shape", "size", "position")})
-    if cursor.done():
-      return objects
-    word = cursor.take("'and'")
-    if word != "and":
-      raise cursor.error(f"expected 'and' or the end of the caption but found {word!r}")
 
 
 def _polygon_sdf(xs: np.ndarray, ys: np.ndarray, vertices: np.ndarray) -> np.ndarray:
@@ -346,7 +221,7 @@ def render(attributes: Sequence[dict[str, Any]], resolution: int) -> np.ndarray:
   resolution = _check_resolution(resolution)
   canvas = np.zeros((resolution, resolution, 3), dtype=np.float32)
   for obj in attributes:
-    window = _object_coverage(_validated(obj), resolution)
+    window = _object_coverage(validated(obj), resolution)
     if window is None:
       continue
     top, left, coverage = window
@@ -364,9 +239,9 @@ def _pair_indices(pairs: Iterable[Sequence[str]]) -> tuple[tuple[int, int], ...]
       raise ValueError(f"held-out pairs must be (colour, shape) pairs, got {pair!r}")
     color, shape = pair
     if color not in COLORS:
-      raise ValueError(f"held-out pair {tuple(pair)!r}: " + _unknown_value_message("color", color))
+      raise ValueError(f"held-out pair {tuple(pair)!r}: " + unknown_value_message("color", color))
     if shape not in SHAPES:
-      raise ValueError(f"held-out pair {tuple(pair)!r}: " + _unknown_value_message("shape", shape))
+      raise ValueError(f"held-out pair {tuple(pair)!r}: " + unknown_value_message("shape", shape))
     index = (COLORS.index(color), SHAPES.index(shape))
     if index not in indices:
       indices.append(index)
