@@ -7,12 +7,11 @@ model.safetensors), optionally with the tokenizer's vocab.json / merges.txt; wit
 packaged OpenAI BPE is used. `--out` then holds what `t2i_jax.clip.export.load_clip` reads.
 """
 
-import logging as std_logging
 import os
-import sys
 
 from absl import app, flags, logging
 
+from t2i_jax import cli
 from t2i_jax.clip.export import save_clip
 from t2i_jax.convert.hf_clip import CheckpointConversionError, load_hf_clip
 from t2i_jax.text.clip_tokenizer import ClipTokenizer
@@ -56,15 +55,7 @@ def convert(folder: str, out: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.INFO)
-  # Orbax narrates every save at INFO; keep its warnings and everything else.
-  logging.get_absl_handler().addFilter(
-    lambda record: record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
-  )
-  try:
-    convert(_HF_CLIP.value, _OUT.value)
-  except (CheckpointConversionError, OSError) as error:
-    sys.exit(f"error: {error}")
+  cli.run(lambda: convert(_HF_CLIP.value, _OUT.value), (CheckpointConversionError, OSError))
 
 
 if __name__ == "__main__":

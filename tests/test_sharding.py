@@ -169,26 +169,14 @@ def test_abstract_state_and_init_sharded_round_trip():
 CHILD = textwrap.dedent(
   """
   import json
+  import sys
   import flax.linen as nn
   import jax
-  import jax.numpy as jnp
   import numpy as np
   from t2i_jax import sharding
 
-  CONV_NAMES = ("conv_h", "conv_w", "conv_in", "conv_out")
-
-  class Tiny(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-      init = nn.initializers.normal(1.0)
-      wide = self.param("wide", nn.with_logical_partitioning(init, CONV_NAMES), (4, 4, 8, 16))
-      narrow = self.param("narrow", nn.with_logical_partitioning(init, CONV_NAMES), (4, 4, 8, 3))
-      embed = self.param("embed", nn.with_logical_partitioning(init, ("vocab", "embed")), (12, 8))
-      plain = self.param("plain", nn.initializers.ones, (5,))
-      return x * (wide.sum() + narrow.sum() + embed.sum() + plain.sum())
-
-  def tiny_init(rng):
-    return Tiny().init(rng, jnp.ones((2,)))
+  sys.path.insert(0, "tests")
+  from test_sharding import tiny_init  # the same module as in this file's one-device tests
 
   def describe(shardings):
     return {

@@ -37,3 +37,20 @@ def batch_norm(train: bool, dtype: Any, name: str) -> nn.BatchNorm:
     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
     name=name,
   )
+
+
+def project_to_4x4(h, channels: int, train: bool, dtype: Any):
+  """[B, F] -> [B, 4, 4, channels]: Dense (no bias) + reshape + BatchNorm + ReLU.
+
+  Equals the papers' 4x4 transposed conv on a 1x1 input. Call inside `@nn.compact`; the params
+  are `project` and `bn_project` of the calling module.
+  """
+  h = nn.Dense(
+    4 * 4 * channels,
+    use_bias=False,  # followed by BatchNorm
+    dtype=dtype,
+    kernel_init=dense_kernel_init(),
+    name="project",
+  )(h)
+  h = h.reshape(h.shape[0], 4, 4, channels)
+  return nn.relu(batch_norm(train, dtype, "bn_project")(h))

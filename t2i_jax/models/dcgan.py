@@ -24,6 +24,7 @@ from t2i_jax.layers.gan_layers import (
   batch_norm,
   conv_kernel_init,
   dense_kernel_init,
+  project_to_4x4,
 )
 
 Dtype = Any
@@ -136,17 +137,8 @@ class Generator(nn.Module):
       )(pooled)
       h = jnp.concatenate([h, nn.leaky_relu(emb, _LEAK)], axis=-1)
 
-    # A Dense + reshape equals the paper's 4x4 ConvTranspose applied to a 1x1 input.
     channels = self.width * 2 ** (stages - 1)
-    h = nn.Dense(
-      4 * 4 * channels,
-      use_bias=False,  # followed by BatchNorm
-      dtype=self.dtype,
-      kernel_init=dense_kernel_init(),
-      name="project",
-    )(h)
-    h = h.reshape(h.shape[0], 4, 4, channels)
-    h = nn.relu(batch_norm(train, self.dtype, "bn_project")(h))
+    h = project_to_4x4(h, channels, train, self.dtype)
 
     for i in range(stages - 1):
       channels //= 2

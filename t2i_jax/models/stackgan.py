@@ -32,7 +32,12 @@ import jax
 import jax.numpy as jnp
 
 from t2i_jax.gan.conditioning import ConditioningAugmentation
-from t2i_jax.layers.gan_layers import batch_norm, conv_kernel_init, dense_kernel_init
+from t2i_jax.layers.gan_layers import (
+  batch_norm,
+  conv_kernel_init,
+  dense_kernel_init,
+  project_to_4x4,
+)
 
 Dtype = Any
 
@@ -210,15 +215,7 @@ class Stage1Generator(nn.Module):
     )
     h = jnp.concatenate([z.astype(self.dtype), c_hat.astype(self.dtype)], axis=-1)  # (z, c) order
     channels = 8 * self.width
-    h = nn.Dense(
-      4 * 4 * channels,
-      use_bias=False,  # followed by BatchNorm
-      dtype=self.dtype,
-      kernel_init=dense_kernel_init(),
-      name="project",
-    )(h)
-    h = h.reshape(h.shape[0], 4, 4, channels)
-    h = nn.relu(batch_norm(train, self.dtype, "bn_project")(h))
+    h = project_to_4x4(h, channels, train, self.dtype)
     for i in range(4):  # 4 -> 64
       channels //= 2
       h = _up_block(h, channels, train, self.dtype, f"up_{i}")
