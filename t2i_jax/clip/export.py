@@ -6,47 +6,38 @@ Layout of an exported CLIP folder (what `--config.model.text_encoder.checkpoint`
   params/            Orbax checkpoint of the CLIP params pytree
 """
 
-import json
 import os
 from typing import Any
 
 import jax
-import orbax.checkpoint as ocp
+
+from t2i_jax.train import export as export_folder
 
 CONFIG_FILE = "clip_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-PARAMS_DIR = "params"
+PARAMS_DIR = export_folder.PARAMS_DIR
 
 
 def save_clip(path: str, clip_kwargs: dict[str, Any], params: Any, tokenizer) -> None:
   """Writes an exported CLIP folder (overwrites nothing: `path` must not hold one already)."""
-  path = os.path.abspath(path)
-  if os.path.exists(os.path.join(path, PARAMS_DIR)):
-    raise FileExistsError(f"{path} already holds an exported CLIP; choose another --out.")
-  os.makedirs(path, exist_ok=True)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(os.path.join(path, PARAMS_DIR), params)
-  checkpointer.wait_until_finished()
+  if os.path.exists(os.path.join(os.path.abspath(path), PARAMS_DIR)):
+    raise FileExistsError(
+      f"{os.path.abspath(path)} already holds an exported CLIP; choose another --out."
+    )
+  path = export_folder.save_export(path, CONFIG_FILE, clip_kwargs, params)
   if jax.process_index() == 0:
-    with open(os.path.join(path, CONFIG_FILE), "w") as f:
-      json.dump(clip_kwargs, f, indent=2, sort_keys=True)
     tokenizer.save(os.path.join(path, TOKENIZER_FILE))
 
 
 def read_clip_kwargs(path: str) -> dict[str, Any]:
   """The `CLIP(**kwargs)` arguments of an exported CLIP folder."""
   _check_folder(path)
-  with open(os.path.join(os.path.abspath(path), CONFIG_FILE)) as f:
-    return json.load(f)
+  return export_folder.read_kwargs(path, CONFIG_FILE)
 
 
 def _check_folder(path: str) -> None:
   path = os.path.abspath(path)
-  missing = [
-    name
-    for name in (CONFIG_FILE, TOKENIZER_FILE, PARAMS_DIR)
-    if not os.path.exists(os.path.join(path, name))
-  ]
+  missing = export_folder.missing_files(path, (CONFIG_FILE, TOKENIZER_FILE, PARAMS_DIR))
   if missing:
     raise FileNotFoundError(
       f"{path} is not an exported CLIP folder: missing {', '.join(missing)}. Export one with "
@@ -66,5 +57,5 @@ def load_clip(path: str):
 
   path = os.path.abspath(path)
   model = CLIP(**read_clip_kwargs(path))
-  params = ocp.StandardCheckpointer().restore(os.path.join(path, PARAMS_DIR))
+  params = export_folder.load_tree(path)
   return model, params, load_tokenizer(os.path.join(path, TOKENIZER_FILE))

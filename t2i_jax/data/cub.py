@@ -29,6 +29,7 @@ from t2i_jax.data.celeba import DatasetNotFoundError  # One error type for every
 SPLITS = ("train", "test")
 CAPTION_LAYOUTS = ("auto", "text_c10", "attngan")
 CROPS = ("stackgan", "none")
+TEXT_EMBEDDINGS = (None, "char_cnn_rnn")
 CAPTIONS_PER_IMAGE = 10
 NUM_CLASSES = 200
 DEFAULT_DATA_DIR = "~/data/birds"  # The folder name AttnGAN / DF-GAN use (data/birds).
@@ -47,6 +48,7 @@ _META_FILES = ("images.txt", "bounding_boxes.txt", "image_class_labels.txt")
 _TEXT_DIRS = ("text_c10", "text")  # Reed et al. name it text_c10; AttnGAN's text.zip, text/.
 _CAPTIONS_PICKLE = "captions.pickle"
 _CAPTION_STREAM, _AUGMENT_STREAM = 0, 1
+EMBEDDINGS_FILE = "char-CNN-RNN-embeddings.pickle"  # StackGAN's precomputed text embeddings
 
 LAYOUT = f"""\
   <data_dir>/
@@ -66,6 +68,9 @@ SOURCES = """\
     `cub_icml`, which holds text_c10/)
   - or captions.pickle + train|test/filenames.pickle: AttnGAN's birds.zip metadata
     (github.com/taoxugit/AttnGAN, data/birds), also shipped with DF-GAN
+  - optional, for text_embeddings="char_cnn_rnn": train|test/char-CNN-RNN-embeddings.pickle
+    (+ train|test/filenames.pickle) from StackGAN's preprocessed birds data
+    (github.com/hanzhanggit/StackGAN-Pytorch, "Data" in its README)
 """
 
 
@@ -109,10 +114,11 @@ def _numpy_global(module: str, name: str):
 
 
 class _SafeUnpickler(pickle.Unpickler):
-  """Rebuilds only plain Python data and numpy scalars: any other global is refused.
+  """Rebuilds only plain Python data, numpy scalars and arrays: any other global is refused.
 
   The AttnGAN pickles hold lists, dicts, str and int, except train/class_info.pickle, whose class
-  ids are numpy int64 scalars (`numpy.core.multiarray.scalar(dtype, bytes)`).
+  ids are numpy int64 scalars (`numpy.core.multiarray.scalar(dtype, bytes)`); StackGAN's
+  char-CNN-RNN embeddings are a list of float arrays.
   """
 
   _ALLOWED = frozenset(
@@ -120,6 +126,11 @@ class _SafeUnpickler(pickle.Unpickler):
       ("numpy.core.multiarray", "scalar"),
       ("numpy._core.multiarray", "scalar"),
       ("numpy", "dtype"),
+      # ndarrays, for StackGAN's char-CNN-RNN embeddings.
+      ("numpy.core.multiarray", "_reconstruct"),
+      ("numpy._core.multiarray", "_reconstruct"),
+      ("numpy", "ndarray"),
+      ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
     }
   )
 
@@ -202,6 +213,7 @@ class CUB:
     crop: str = "stackgan",
     load_size: int | None = None,
     augment: bool = False,
+    text_embeddings: str | None = None,
   ):
     """Reads the metadata and captions of one split (images are read per record).
 
@@ -218,6 +230,9 @@ class CUB:
       load_size: Side the cropped bird is resized to (shorter side) before the final crop;
         None: int(resolution * 76 / 64), AttnGAN's ratio (76 for 64, 304 for 256).
       augment: Random crop + horizontal flip (training) instead of the centre crop.
+      text_embeddings: None, or "char_cnn_rnn": records also carry StackGAN's precomputed
+        char-CNN-RNN embedding of their caption (`<split>/EMBEDDINGS_FILE`, rows in the order
+        of `<split>/filenames.pickle`, 10 per image in caption order).
 
     Raises:
       ValueError: Bad argument, or metadata files that disagree with each other.
@@ -227,6 +242,7 @@ class CUB:
       (split, "split", SPLITS),
       (caption_layout, "caption_layout", CAPTION_LAYOUTS),
       (crop, "crop", CROPS),
+      (text_embeddings, "text_embeddings", TEXT_EMBEDDINGS),
     ):
       if value not in valid:
         raise ValueError(f"Unknown CUB {name} {value!r}; expected one of {valid}.")
@@ -265,6 +281,9 @@ class CUB:
     self._captions = None
     if self.caption_layout == "attngan":
       self._captions = self._decode_attngan(os.path.join(root, _CAPTIONS_PICKLE))
+    self._embeddings = None
+    if text_embeddings == "char_cnn_rnn":
+      self._embeddings = _load_embeddings(root, split, len(names), from_pickle)
     if names:  # Catches a misplaced tree now rather than at the first training step.
       self._read_image(0)
       self.captions(0)
@@ -369,11 +388,14 @@ class CUB:
     captions = self.captions(index)
     if caption_index is None:
       caption_index = int(self._rng(_CAPTION_STREAM, index, draw_seed).integers(len(captions)))
-    return {
+    record = {
       "image": self.image(index, draw_seed),
       "caption": captions[caption_index],
       "label": int(self.labels[index]),
     }
+    if self._embeddings is not None:
+      record["text_embedding"] = self._embeddings[index, caption_index]
+    return record
 
   def __getitem__(self, index: int) -> dict:
     """Returns `record(index)`: the same caption and crop on every call."""
@@ -387,14 +409,40 @@ class CUB:
       draw_seed: As in `record`; pass e.g. the training step for new captions/crops each step.
 
     Returns:
-      dict(image=uint8[B, res, res, 3], caption=object[B] of str, label=int32[B]).
+      dict(image=uint8[B, res, res, 3], caption=object[B] of str, label=int32[B]), plus
+      text_embedding=float32[B, D] with `text_embeddings="char_cnn_rnn"`.
     """
     records = [self.record(int(i), draw_seed=draw_seed) for i in indices]
     caption = np.empty(len(records), dtype=object)
     caption[:] = [r["caption"] for r in records]
     image = np.zeros((0, self.resolution, self.resolution, 3), np.uint8)
-    return {
+    batch = {
       "image": np.stack([r["image"] for r in records]) if records else image,
       "caption": caption,
       "label": np.array([r["label"] for r in records], np.int32),
     }
+    if self._embeddings is not None:
+      empty = np.zeros((0, self._embeddings.shape[-1]), np.float32)
+      batch["text_embedding"] = (
+        np.stack([r["text_embedding"] for r in records]) if records else empty
+      )
+    return batch
+
+
+def _load_embeddings(root: str, split: str, num_images: int, names_from_pickle: bool) -> np.ndarray:
+  """StackGAN's char-CNN-RNN embeddings of one split: float32[num_images, 10, D]."""
+  path = os.path.join(root, split, EMBEDDINGS_FILE)
+  if not os.path.isfile(path):
+    raise _not_found(root, f"missing {path} (text_embeddings='char_cnn_rnn').")
+  if not names_from_pickle:
+    raise _not_found(
+      root,
+      f"{split}/filenames.pickle is needed with {EMBEDDINGS_FILE}: its rows follow that order.",
+    )
+  embeddings = np.asarray(_load_pickle(path), np.float32)
+  if embeddings.ndim != 3 or embeddings.shape[:2] != (num_images, CAPTIONS_PER_IMAGE):
+    raise ValueError(
+      f"{path} holds embeddings of shape {embeddings.shape}; expected [{num_images} images of "
+      f"{split}/filenames.pickle, {CAPTIONS_PER_IMAGE} captions, D]."
+    )
+  return embeddings

@@ -20,6 +20,7 @@ Fields:
     `t2i_jax.data.cub.LAYOUT` (default None: `cub.DEFAULT_DATA_DIR`).
   caption_layout: cub: "auto" | "text_c10" | "attngan" (default "auto").
   crop: cub: "stackgan" | "none" (default "stackgan").
+  text_embeddings: cub: None | "char_cnn_rnn" (StackGAN's precomputed embeddings; default None).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ def _build_cub(data_config: Any, split: str):
     crop=config_field(data_config, "crop", "stackgan"),
     # Random crop + flip only where training reads; evaluation splits stay deterministic.
     augment=bool(config_field(data_config, "augment", False)) and split == "train",
+    text_embeddings=config_field(data_config, "text_embeddings", None),
   )
 
 

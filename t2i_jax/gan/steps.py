@@ -125,6 +125,54 @@ def discriminate(setup: GANSetup, d_variables, real, fake, cond):
   return logits, updates.get("batch_stats", {})
 
 
+def matching_aware_d_loss(logits, loss: str) -> jax.Array:
+  """D's loss on `discriminate` logits: real vs fake, plus GAN-CLS's mismatched pairs if present.
+
+  GAN-CLS (and StackGAN): the "fake" side averages generated images and real images with a wrong
+  condition, each weighted 1/2.
+  """
+  real_term = losses.discriminator_term(logits["real"], loss, is_real=True)
+  fake_term = losses.discriminator_term(logits["fake"], loss, is_real=False)
+  if "mismatch" in logits:
+    wrong_term = losses.discriminator_term(
+      logits["mismatch"], loss, is_real=False, weights=logits["mismatch_weight"]
+    )
+    fake_term = 0.5 * (fake_term + wrong_term)
+  return real_term + fake_term
+
+
+def d_metrics(d_logits, g_logits) -> dict[str, jax.Array]:
+  """Train metrics of D's logits in the D step and of D(G(z)) in the G step."""
+  metrics = {
+    "train/d_real_accuracy": jnp.mean(d_logits["real"] > 0),
+    "train/d_fake_accuracy": jnp.mean(d_logits["fake"] < 0),
+    "train/d_of_g_z": jnp.mean(jax.nn.sigmoid(g_logits["fake"])),
+  }
+  if "mismatch" in d_logits:
+    weight = d_logits["mismatch_weight"]
+    metrics["train/d_mismatch_accuracy"] = jnp.sum((d_logits["mismatch"] < 0) * weight) / (
+      jnp.maximum(jnp.sum(weight), 1.0)
+    )
+  return metrics
+
+
+def eval_sums(setup, d_variables, real, fake, cond) -> dict[str, jax.Array]:
+  """Summed eval counts of D as a real/fake (and mismatch) classifier; see `finalize_eval`."""
+  logits, _ = discriminate(setup, d_variables, real, fake, cond)
+  real_logits, fake_logits = logits["real"], logits["fake"]
+  counts = losses.real_fake_confusion(real_logits, fake_logits)
+  metrics = {k: v.astype(jnp.float32) for k, v in counts.items()}
+  metrics["d_loss_sum"] = real.shape[0] * losses.discriminator_loss(
+    real_logits, fake_logits, setup.loss
+  )
+  metrics["num_examples"] = jnp.asarray(real.shape[0], jnp.float32)
+  if cond is not None:
+    weight = logits["mismatch_weight"]
+    metrics["mismatch_correct"] = jnp.sum((logits["mismatch"] < 0) * weight)
+    metrics["mismatch_total"] = jnp.sum(weight)
+  return metrics
+
+
 def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
   """One D update then one G update on the same batch.
 
@@ -149,15 +197,7 @@ def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
 
   def d_loss_fn(d_params):
     logits, stats = discriminate(setup, d.variables(d_params), real, fake, cond)
-    real_term = losses.discriminator_term(logits["real"], setup.loss, is_real=True)
-    fake_term = losses.discriminator_term(logits["fake"], setup.loss, is_real=False)
-    if cond is not None:
-      # GAN-CLS: the "fake" side averages generated images and real images with wrong text.
-      wrong_term = losses.discriminator_term(
-        logits["mismatch"], setup.loss, is_real=False, weights=logits["mismatch_weight"]
-      )
-      fake_term = 0.5 * (fake_term + wrong_term)
-    return real_term + fake_term, (stats, logits)
+    return matching_aware_d_loss(logits, setup.loss), (stats, logits)
 
   (d_loss, (d_stats, d_logits)), d_grads = jax.value_and_grad(d_loss_fn, has_aux=True)(d.params)
   d = d.apply_gradients(d_grads, setup.d_tx, batch_stats=d_stats)
@@ -181,18 +221,7 @@ def train_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
     discriminator=d,
     ema_params=ema_update(state.ema_params, g.params, state.step, setup.ema_decay),
   )
-  metrics = {
-    "train/d_loss": d_loss,
-    "train/g_loss": g_loss,
-    "train/d_real_accuracy": jnp.mean(d_logits["real"] > 0),
-    "train/d_fake_accuracy": jnp.mean(d_logits["fake"] < 0),
-    "train/d_of_g_z": jnp.mean(jax.nn.sigmoid(g_logits["fake"])),
-  }
-  if cond is not None:
-    weight = d_logits["mismatch_weight"]
-    metrics["train/d_mismatch_accuracy"] = jnp.sum((d_logits["mismatch"] < 0) * weight) / (
-      jnp.maximum(jnp.sum(weight), 1.0)
-    )
+  metrics = {"train/d_loss": d_loss, "train/g_loss": g_loss} | d_metrics(d_logits, g_logits)
   return new_state, metrics
 
 
@@ -208,20 +237,7 @@ def eval_step(state: GANState, batch, rng: jax.Array, *, setup: GANSetup):
   cond = condition_of(batch, setup.condition)
   z = jax.random.normal(rng, (real.shape[0], setup.nz), jnp.float32)
   fake = generate(state, z, cond, setup=setup, use_ema=False)
-
-  logits, _ = discriminate(setup, state.discriminator.variables(), real, fake, cond)
-  real_logits, fake_logits = logits["real"], logits["fake"]
-  counts = losses.real_fake_confusion(real_logits, fake_logits)
-  metrics = {k: v.astype(jnp.float32) for k, v in counts.items()}
-  metrics["d_loss_sum"] = real.shape[0] * losses.discriminator_loss(
-    real_logits, fake_logits, setup.loss
-  )
-  metrics["num_examples"] = jnp.asarray(real.shape[0], jnp.float32)
-  if cond is not None:
-    weight = logits["mismatch_weight"]
-    metrics["mismatch_correct"] = jnp.sum((logits["mismatch"] < 0) * weight)
-    metrics["mismatch_total"] = jnp.sum(weight)
-  return metrics
+  return eval_sums(setup, state.discriminator.variables(), real, fake, cond)
 
 
 def finalize_eval(sums: dict[str, float]) -> dict[str, float]:

@@ -3,12 +3,14 @@
 import ml_collections
 
 from t2i_jax.clip.task import build_clip_task
+from t2i_jax.gan.stackgan_task import build_stackgan_task
 from t2i_jax.gan.task import build_gan_task
 from t2i_jax.train.task import Task
 
 FAMILIES = {
   "gan": build_gan_task,
   "clip": build_clip_task,
+  "stackgan": build_stackgan_task,
 }
 
 

@@ -248,3 +248,17 @@ def test_network_state_is_a_pytree_under_jit():
   out = step(ns, {"w": jnp.array([2.0, 2.0])})
   assert isinstance(out, state.NetworkState)
   np.testing.assert_allclose(out.params["w"], [0.0, 1.0])
+
+
+def test_make_optimizer_halves_the_rate_every_n_steps_after_warmup():
+  tx = optim.make_optimizer("adam", learning_rate=0.1, warmup_steps=2, halve_every_steps=3)
+  opt_state = tx.init(PARAMS)
+  sizes = []
+  for _ in range(9):
+    updates, opt_state = tx.update(GRADS, opt_state, PARAMS)
+    sizes.append(float(jnp.abs(updates["w"][0])))
+  # Warm-up 0, 0.05; then 0.1 for 3 steps, 0.05 for 3, 0.025 (StackGAN's step decay).
+  expected = [0.0, 0.05, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025]
+  np.testing.assert_allclose(sizes, expected, rtol=1e-4, atol=1e-7)
+  with pytest.raises(ValueError, match="must be >= 0"):
+    optim.make_optimizer("adam", halve_every_steps=-1)
