@@ -5,12 +5,16 @@ import ml_collections
 from t2i_jax.clip.task import build_clip_task
 from t2i_jax.gan.stackgan_task import build_stackgan_task
 from t2i_jax.gan.task import build_gan_task
+from t2i_jax.ldm.task import build_ldm_task
 from t2i_jax.train.task import Task
+from t2i_jax.vae.task import build_vae_task
 
 FAMILIES = {
   "gan": build_gan_task,
   "clip": build_clip_task,
   "stackgan": build_stackgan_task,
+  "vae": build_vae_task,
+  "ldm": build_ldm_task,
 }
 
 
