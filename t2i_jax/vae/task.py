@@ -1,7 +1,8 @@
 """Builds the KL-autoencoder `Task` (Stable Diffusion design) for latent diffusion.
 
-Loss: reconstruction (l1 | l2) + kl_weight * KL, and optionally a patch discriminator (hinge)
-switched on after `disc_start` steps, as LDM trains its autoencoders. At num_steps the run exports
+Loss, per image as in LDM: the reconstruction error (l1 | l2) summed over pixels + kl_weight * KL
+summed over latent dims, and optionally disc_weight * a patch discriminator's hinge loss (per
+pixel, so disc_weight is relative to the reconstruction) switched on after `disc_start` steps. At num_steps the run exports
 `workdir/export/` (`t2i_jax.vae.export`), with the latent scaling factor measured on training
 images (1 / std of the latents, how Stable Diffusion's 0.18215 was chosen), for configs/ldm_*.py.
 """
@@ -75,17 +76,22 @@ def train_step(state: VAEState, batch, rng: jax.Array, *, setup: VAESetup):
   # 0 before disc_start: the adversarial term joins once reconstructions are reasonable.
   adv_on = (state.step >= setup.disc_start).astype(jnp.float32) if use_disc else 0.0
 
+  pixels = x.shape[1] * x.shape[2] * x.shape[3]
+
   def loss_fn(params):
     out = setup.model.apply({"params": params}, x, rng)
     rec = vae_losses.reconstruction_loss(x, out["recon"], setup.recon_loss)
     kl = vae_losses.kl_loss(out["mean"], out["logvar"])
-    loss = rec + setup.kl_weight * kl
+    # LDM's balance: the reconstruction error summed over pixels (like the KL over latent dims),
+    # so kl_weight means what it does there (1e-6); a per-pixel mean against a summed KL lets the
+    # KL win and the latents collapse.
+    loss = pixels * rec + setup.kl_weight * kl
     g_adv = jnp.zeros(())
     if use_disc:
       g_adv = vae_losses.generator_adversarial_loss(
         setup.disc.apply({"params": state.disc.params}, out["recon"])
       )
-      loss = loss + adv_on * setup.disc_weight * g_adv
+      loss = loss + adv_on * setup.disc_weight * pixels * g_adv
     return loss, (out["recon"], rec, kl, g_adv)
 
   (loss, (recon, rec, kl, g_adv)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
