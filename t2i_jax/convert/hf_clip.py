@@ -1,6 +1,9 @@
-"""Hugging Face ``CLIPModel`` folder (config.json + safetensors) -> ``t2i_jax.models.clip.CLIP``.
+"""Hugging Face CLIP folders (config.json + safetensors) -> ``t2i_jax.models.clip`` params.
 
-Every tensor is placed by an explicit name table (``hf_name_table``); any missing, unexpected or
+``load_hf_clip``: a ``CLIPModel`` (both towers) -> ``CLIP``. ``load_hf_clip_text``: a
+``CLIPTextModel`` (e.g. Stable Diffusion's text_encoder/: ``text_model.*`` only, no projection;
+transformers 5 drops the prefix) -> ``TextTransformer``, CLIP's "text" subtree. Every tensor is placed by an explicit name table
+(``hf_text_name_table``, which ``hf_name_table`` nests under "text/"); any missing, unexpected or
 mis-shaped tensor raises ``CheckpointConversionError`` naming all of them, and the result is
 checked against the model's own ``jax.eval_shape(init)``. Reads with ``safetensors.numpy``: no
 torch or transformers needed.
@@ -25,7 +28,7 @@ from flax import traverse_util
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
-from t2i_jax.models.clip import CLIP
+from t2i_jax.models.clip import CLIP, TextTransformer
 
 # Non-persistent buffers (torch.arange position ids) that older transformers versions saved;
 # recomputed rather than stored by us, so they may be present and are dropped.
@@ -84,6 +87,55 @@ def _square(value: Any, name: str) -> int:
   return int(value)
 
 
+def _tower_problems(cfg: dict[str, Any], tower: str) -> list[str]:
+  """What our towers cannot express in a (defaults-merged) text or vision config."""
+  problems = []
+  if cfg["intermediate_size"] != 4 * cfg["hidden_size"]:
+    problems.append(
+      f"{tower}intermediate_size={cfg['intermediate_size']} is not 4 * hidden_size="
+      f"{cfg['hidden_size']} (CLIP's MLP ratio is fixed at 4)"
+    )
+  if not isinstance(cfg.get("eos_token_id", 0), int):
+    problems.append(f"{tower}eos_token_id={cfg['eos_token_id']!r}; expected one integer id")
+  return problems
+
+
+def _eos_id(text: dict[str, Any]) -> int | None:
+  return None if text["eos_token_id"] == _LEGACY_EOS_ID else int(text["eos_token_id"])
+
+
+def text_kwargs_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
+  """Maps a ``CLIPTextConfig`` dict (a ``CLIPTextModel``'s config.json) to ``TextTransformer``
+  kwargs: the same dict ``t2i_jax.ldm.task.clip_text_kwargs`` makes (JSON-serialisable).
+
+  Raises:
+    CheckpointConversionError: not a CLIP text config, or one ``TextTransformer`` cannot express.
+  """
+  if config.get("model_type") != "clip_text_model":
+    raise CheckpointConversionError(
+      f"config.json has model_type={config.get('model_type')!r}; expected 'clip_text_model' (a "
+      "CLIPTextModel; convert a two-tower CLIPModel with load_hf_clip)."
+    )
+  text = _TEXT_DEFAULTS | config
+  problems = _tower_problems(text, "")
+  if text["hidden_act"] not in _HF_ACTIVATIONS:
+    problems.append(f"hidden_act={text['hidden_act']!r} (implemented: {sorted(_HF_ACTIVATIONS)})")
+  if problems:
+    raise CheckpointConversionError(
+      "Unsupported CLIPTextModel config: " + "; ".join(problems) + "."
+    )
+  return dict(
+    vocab_size=int(text["vocab_size"]),
+    context_length=int(text["max_position_embeddings"]),
+    width=int(text["hidden_size"]),
+    layers=int(text["num_hidden_layers"]),
+    heads=int(text["num_attention_heads"]),
+    activation=_HF_ACTIVATIONS[text["hidden_act"]],
+    eos_id=_eos_id(text),
+    layer_norm_eps=float(text["layer_norm_eps"]),
+  )
+
+
 def clip_kwargs_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
   """Maps a ``CLIPConfig`` dict (config.json) to ``CLIP`` kwargs (JSON-serialisable).
 
@@ -115,17 +167,9 @@ def clip_kwargs_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
     problems.append(
       f"layer_norm_eps text={text['layer_norm_eps']} vision={vision['layer_norm_eps']} differ"
     )
-  for tower, cfg in (("text_config", text), ("vision_config", vision)):
-    if cfg["intermediate_size"] != 4 * cfg["hidden_size"]:
-      problems.append(
-        f"{tower}.intermediate_size={cfg['intermediate_size']} is not 4 * hidden_size="
-        f"{cfg['hidden_size']} (CLIP's MLP ratio is fixed at 4)"
-      )
+  problems += _tower_problems(text, "text_config.") + _tower_problems(vision, "vision_config.")
   if vision["num_channels"] != 3:
     problems.append(f"vision_config.num_channels={vision['num_channels']}; expected 3 (RGB)")
-  eos = text["eos_token_id"]
-  if not isinstance(eos, int):
-    problems.append(f"text_config.eos_token_id={eos!r}; expected one integer id")
   if problems:
     raise CheckpointConversionError("Unsupported CLIP config: " + "; ".join(problems) + ".")
 
@@ -142,55 +186,71 @@ def clip_kwargs_from_hf_config(config: dict[str, Any]) -> dict[str, Any]:
     vision_heads=int(vision["num_attention_heads"]),
     projection_dim=int(top["projection_dim"]),
     activation=_HF_ACTIVATIONS[text["hidden_act"]],
-    eos_id=None if eos == _LEGACY_EOS_ID else int(eos),
+    eos_id=_eos_id(text),
     layer_norm_eps=float(text["layer_norm_eps"]),
     logit_scale_init=float(top["logit_scale_init_value"]),
   )
 
 
-def hf_name_table(text_layers: int, vision_layers: int) -> dict[str, tuple[str, str]]:
-  """Every HF ``CLIPModel`` tensor name -> (our '/'-joined param path, layout).
+# One transformer block: (HF name under ...encoder.layers.{i}, our path under block_{i}, kind).
+_BLOCK = (
+  ("layer_norm1", "ln_attn", "norm"),
+  ("layer_norm2", "ln_mlp", "norm"),
+  ("self_attn.q_proj", "attn/query", "linear"),
+  ("self_attn.k_proj", "attn/key", "linear"),
+  ("self_attn.v_proj", "attn/value", "linear"),
+  ("self_attn.out_proj", "attn/out", "linear"),
+  ("mlp.fc1", "mlp/fc1", "linear"),
+  ("mlp.fc2", "mlp/fc2", "linear"),
+)
+
+
+def _add(table: dict, hf: str, path: str, kind: str) -> None:
+  """A LayerNorm ("norm": weight -> scale) or a Linear ("linear": weight -> kernel) with bias."""
+  param, layout = ("scale", "copy") if kind == "norm" else ("kernel", "linear")
+  table[f"{hf}.weight"] = (f"{path}/{param}", layout)
+  table[f"{hf}.bias"] = (f"{path}/bias", "copy")
+
+
+def _add_blocks(table: dict, hf_tower: str, ours: str, layers: int) -> None:
+  for i in range(layers):
+    for hf, path, kind in _BLOCK:
+      _add(table, f"{hf_tower}.encoder.layers.{i}.{hf}", f"{ours}block_{i}/{path}", kind)
+
+
+def hf_text_name_table(layers: int) -> dict[str, tuple[str, str]]:
+  """Every HF ``CLIPTextModel`` tensor name -> (our ``TextTransformer`` param path, layout).
 
   Layouts: "copy" (same shape), "linear" ([out, in] -> [in, out]), "conv" ([out, in, kh, kw] ->
   [kh, kw, in, out]).
   """
   table = {
+    "text_model.embeddings.token_embedding.weight": ("token_embed/embedding", "copy"),
+    "text_model.embeddings.position_embedding.weight": ("position_embed", "copy"),
+  }
+  _add(table, "text_model.final_layer_norm", "ln_final", "norm")
+  _add_blocks(table, "text_model", "", layers)
+  return table
+
+
+def hf_name_table(text_layers: int, vision_layers: int) -> dict[str, tuple[str, str]]:
+  """Every HF ``CLIPModel`` tensor name -> (our '/'-joined ``CLIP`` param path, layout).
+
+  The text tower's entries are ``hf_text_name_table``'s under "text/". Layouts as there.
+  """
+  table = {
     "logit_scale": ("logit_scale", "copy"),
     "text_projection.weight": ("text_projection/kernel", "linear"),
     "visual_projection.weight": ("vision_projection/kernel", "linear"),
-    "text_model.embeddings.token_embedding.weight": ("text/token_embed/embedding", "copy"),
-    "text_model.embeddings.position_embedding.weight": ("text/position_embed", "copy"),
     "vision_model.embeddings.class_embedding": ("vision/class_embed", "copy"),
     "vision_model.embeddings.patch_embedding.weight": ("vision/patch_embed/kernel", "conv"),
     "vision_model.embeddings.position_embedding.weight": ("vision/position_embed", "copy"),
   }
-  norms = [
-    ("text_model.final_layer_norm", "text/ln_final"),
-    ("vision_model.pre_layrnorm", "vision/ln_pre"),  # sic: HF's spelling
-    ("vision_model.post_layernorm", "vision/ln_post"),
-  ]
-  linears = []
-  for hf_tower, tower, layers in (
-    ("text_model", "text", text_layers),
-    ("vision_model", "vision", vision_layers),
-  ):
-    for i in range(layers):
-      hf, ours = f"{hf_tower}.encoder.layers.{i}", f"{tower}/block_{i}"
-      norms += [(f"{hf}.layer_norm1", f"{ours}/ln_attn"), (f"{hf}.layer_norm2", f"{ours}/ln_mlp")]
-      linears += [
-        (f"{hf}.self_attn.q_proj", f"{ours}/attn/query"),
-        (f"{hf}.self_attn.k_proj", f"{ours}/attn/key"),
-        (f"{hf}.self_attn.v_proj", f"{ours}/attn/value"),
-        (f"{hf}.self_attn.out_proj", f"{ours}/attn/out"),
-        (f"{hf}.mlp.fc1", f"{ours}/mlp/fc1"),
-        (f"{hf}.mlp.fc2", f"{ours}/mlp/fc2"),
-      ]
-  for hf, ours in norms:
-    table[f"{hf}.weight"] = (f"{ours}/scale", "copy")
-    table[f"{hf}.bias"] = (f"{ours}/bias", "copy")
-  for hf, ours in linears:
-    table[f"{hf}.weight"] = (f"{ours}/kernel", "linear")
-    table[f"{hf}.bias"] = (f"{ours}/bias", "copy")
+  for name, (path, layout) in hf_text_name_table(text_layers).items():
+    table[name] = (f"text/{path}", layout)
+  _add(table, "vision_model.pre_layrnorm", "vision/ln_pre", "norm")  # sic: HF's spelling
+  _add(table, "vision_model.post_layernorm", "vision/ln_post", "norm")
+  _add_blocks(table, "vision_model", "vision/", vision_layers)
   return table
 
 
@@ -212,33 +272,38 @@ def _hf_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
   return shape
 
 
-def abstract_params(clip_kwargs: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
-  """Flat {'/'-joined path: ShapeDtypeStruct} of ``CLIP(**clip_kwargs)`` params, via eval_shape."""
-  model = CLIP(**clip_kwargs)
-  size = clip_kwargs["image_size"]
-  variables = jax.eval_shape(
-    model.init,
-    jax.random.key(0),
-    jnp.zeros((1, clip_kwargs["context_length"]), jnp.int32),
-    jnp.zeros((1, size, size, 3), jnp.float32),
-  )
+def _flat_shapes(module: nn.Module, *inputs: jax.Array) -> dict[str, jax.ShapeDtypeStruct]:
+  variables = jax.eval_shape(module.init, jax.random.key(0), *inputs)
   return traverse_util.flatten_dict(nn.unbox(variables["params"]), sep="/")
 
 
-def convert_hf_clip_state(
-  state: dict[str, np.ndarray], clip_kwargs: dict[str, Any], source: str = "checkpoint"
+def abstract_params(clip_kwargs: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Flat {'/'-joined path: ShapeDtypeStruct} of ``CLIP(**clip_kwargs)`` params, via eval_shape."""
+  size = clip_kwargs["image_size"]
+  tokens = jnp.zeros((1, clip_kwargs["context_length"]), jnp.int32)
+  return _flat_shapes(CLIP(**clip_kwargs), tokens, jnp.zeros((1, size, size, 3), jnp.float32))
+
+
+def abstract_text_params(text_kwargs: dict[str, Any]) -> dict[str, jax.ShapeDtypeStruct]:
+  """Flat {'/'-joined path: ShapeDtypeStruct} of ``TextTransformer(**text_kwargs)`` params."""
+  tokens = jnp.zeros((1, text_kwargs["context_length"]), jnp.int32)
+  return _flat_shapes(TextTransformer(**text_kwargs), tokens)
+
+
+def convert_state(
+  state: dict[str, np.ndarray],
+  table: dict[str, tuple[str, str]],
+  expected: dict[str, jax.ShapeDtypeStruct],
+  what: str,
+  source: str = "checkpoint",
 ) -> dict[str, Any]:
-  """Maps HF tensors ({name: array}) to a ``CLIP`` params tree of float32 numpy arrays.
+  """Places HF tensors ({name: array}) by ``table`` ({HF name: (our path, layout)}) into a
+  params tree of float32 numpy arrays shaped as ``expected`` (the model's flat abstract params).
 
   Raises:
     CheckpointConversionError: listing every missing, unexpected and mis-shaped HF key (with
       expected and found shapes), or any mismatch of the result with the model's params.
   """
-  try:
-    expected = abstract_params(clip_kwargs)
-  except ValueError as error:  # e.g. heads that do not divide the width
-    raise CheckpointConversionError(f"Cannot build CLIP({clip_kwargs}): {error}") from error
-  table = hf_name_table(clip_kwargs["text_layers"], clip_kwargs["vision_layers"])
   missing = sorted(set(table) - set(state))
   unexpected = sorted(set(state) - set(table) - IGNORED_HF_KEYS)
   misshaped = []
@@ -255,9 +320,7 @@ def convert_hf_clip_state(
   if misshaped:
     problems.append(f"mis-shaped keys ({len(misshaped)}): " + "; ".join(misshaped))
   if problems:
-    raise CheckpointConversionError(
-      f"{source} does not match a CLIP with {clip_kwargs}:\n  " + "\n  ".join(problems)
-    )
+    raise CheckpointConversionError(f"{source} does not match {what}:\n  " + "\n  ".join(problems))
 
   flat = {
     path: np.array(_to_ours(np.asarray(state[name], np.float32), layout), order="C")
@@ -273,7 +336,7 @@ def convert_hf_clip_state(
   ]
   if absent or extra or wrong:
     raise CheckpointConversionError(
-      "Converted params do not match CLIP's params tree: "
+      f"Converted params do not match the params tree of {what}: "
       f"not produced {absent}; not in the model {extra}; shape/dtype {wrong}."
     )
   return traverse_util.unflatten_dict(flat, sep="/")
@@ -304,6 +367,24 @@ def _load_safetensors(folder: str) -> dict[str, np.ndarray]:
   )
 
 
+def _read_config(folder: str) -> dict[str, Any]:
+  config_path = os.path.join(folder, "config.json")
+  if not os.path.isfile(config_path):
+    raise CheckpointConversionError(f"{folder} is not a Hugging Face model folder: no config.json.")
+  with open(config_path) as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as error:
+      raise CheckpointConversionError(f"{config_path} is not valid JSON: {error}") from error
+
+
+def _expected(abstract, kwargs: dict[str, Any], what: str) -> dict[str, jax.ShapeDtypeStruct]:
+  try:
+    return abstract(kwargs)
+  except ValueError as error:  # e.g. heads that do not divide the width
+    raise CheckpointConversionError(f"Cannot build {what}: {error}") from error
+
+
 def load_hf_clip(folder: str) -> tuple[dict[str, Any], dict[str, Any]]:
   """Reads a folder written by transformers' ``CLIPModel.save_pretrained``.
 
@@ -318,14 +399,35 @@ def load_hf_clip(folder: str) -> tuple[dict[str, Any], dict[str, Any]]:
   Raises:
     CheckpointConversionError: a missing file, an unsupported config, or any key problem.
   """
-  config_path = os.path.join(folder, "config.json")
-  if not os.path.isfile(config_path):
-    raise CheckpointConversionError(f"{folder} is not a Hugging Face model folder: no config.json.")
-  with open(config_path) as f:
-    try:
-      config = json.load(f)
-    except json.JSONDecodeError as error:
-      raise CheckpointConversionError(f"{config_path} is not valid JSON: {error}") from error
-  clip_kwargs = clip_kwargs_from_hf_config(config)
-  params = convert_hf_clip_state(_load_safetensors(folder), clip_kwargs, source=folder)
+  clip_kwargs = clip_kwargs_from_hf_config(_read_config(folder))
+  what = f"a CLIP with {clip_kwargs}"
+  expected = _expected(abstract_params, clip_kwargs, what)
+  table = hf_name_table(clip_kwargs["text_layers"], clip_kwargs["vision_layers"])
+  params = convert_state(_load_safetensors(folder), table, expected, what, source=folder)
   return clip_kwargs, params
+
+
+def load_hf_clip_text(folder: str) -> tuple[dict[str, Any], dict[str, Any]]:
+  """Reads a folder written by transformers' ``CLIPTextModel.save_pretrained`` (e.g. the
+  text_encoder/ of a Stable Diffusion 1.x / 2.x pipeline).
+
+  Returns:
+    (text_kwargs, params): ``TextTransformer(**text_kwargs)`` kwargs (JSON-serialisable, as
+    ``t2i_jax.ldm.task.clip_text_kwargs``) and its params tree (float32 numpy arrays, the layout
+    of ``CLIP``'s "text" subtree): ``apply`` returns ``CLIPTextModel``'s last_hidden_state (after
+    the final LayerNorm) and pooler_output.
+
+  Raises:
+    CheckpointConversionError: a missing file, an unsupported config, or any key problem.
+  """
+  text_kwargs = text_kwargs_from_hf_config(_read_config(folder))
+  what = f"a CLIPTextModel with {text_kwargs}"
+  expected = _expected(abstract_text_params, text_kwargs, what)
+  state = _load_safetensors(folder)
+  # transformers 5 saves a CLIPTextModel without the "text_model." prefix that earlier versions
+  # (and so Stable Diffusion's text_encoder/ folders) use; both name the same tensors.
+  if not any(name.startswith("text_model.") for name in state):
+    state = {f"text_model.{name}": array for name, array in state.items()}
+  table = hf_text_name_table(text_kwargs["layers"])
+  params = convert_state(state, table, expected, what, source=folder)
+  return text_kwargs, params

@@ -4,7 +4,7 @@
 travel separately as `{"unet", "vae", "text"}`. Training (t2i_jax/ldm/steps.py), the sample grids
 and the public `TextToImage` API all generate through `generate` below, so there is one sampler
 path: encode the prompt and the negative prompt -> a guided sampler over the latents (one batched
-UNet call per step) -> decode.
+UNet call per step; `sample_latents`) -> decode.
 """
 
 import dataclasses
@@ -93,7 +93,7 @@ class LDMParts:
     return height // f, width // f, self.vae.latent_channels
 
 
-def generate(
+def sample_latents(
   params: dict[str, Any],
   schedule: Schedule,
   tokens: jax.Array,
@@ -107,10 +107,10 @@ def generate(
   num_steps: int,
   **options,
 ) -> jax.Array:
-  """Text -> images with classifier-free guidance; jit it with everything after `*` bound.
+  """Text -> latents with classifier-free guidance; jit it with everything after `*` bound.
 
   Args:
-    params: {"unet", "vae", "text"} params.
+    params: {"unet", "vae", "text"} params ("vae" unused here).
     schedule: The training noise schedule.
     tokens: int32[B, L] prompts; uncond_tokens: int32[B or 1, L] negative prompts (the empty
       prompt for plain guidance).
@@ -120,7 +120,8 @@ def generate(
     parts: The model's modules. sampler, num_steps, options: see `t2i_jax.diffusion.samplers`.
 
   Returns:
-    float32[B, H, W, 3] images in [-1, 1].
+    float32[B, h, w, C] scaled latents (what `decode_latents` takes; diffusers'
+    output_type="latent").
   """
   cond = parts.encode_text(params["text"], tokens)
   uncond = parts.encode_text(params["text"], uncond_tokens)
@@ -128,7 +129,7 @@ def generate(
   def denoise(x, t, c):
     return parts.denoise(params["unet"], x, t, c)
 
-  latents = samplers.sample(
+  return samplers.sample(
     sampler,
     denoise,
     schedule,
@@ -140,5 +141,27 @@ def generate(
     guidance_scale=guidance_scale,
     prediction_type=parts.prediction_type,
     **options,
+  )
+
+
+def generate(
+  params: dict[str, Any],
+  schedule: Schedule,
+  tokens: jax.Array,
+  uncond_tokens: jax.Array,
+  noise: jax.Array,
+  rng: jax.Array,
+  guidance_scale: jax.Array,
+  *,
+  parts: LDMParts,
+  **sampling,
+) -> jax.Array:
+  """Text -> images: `sample_latents` (same arguments; sampler, num_steps, options), then decode.
+
+  Returns:
+    float32[B, H, W, 3] images in [-1, 1].
+  """
+  latents = sample_latents(
+    params, schedule, tokens, uncond_tokens, noise, rng, guidance_scale, parts=parts, **sampling
   )
   return parts.decode_latents(params["vae"], latents)

@@ -22,7 +22,9 @@ Sequences are laid out as ``clip.tokenize(truncate=True)`` does: ``[SOT] + token
 truncated so EOT is always kept as the last real token, then padded with id 0. HF pads openai
 checkpoints with EOT instead; CLIP text towers pool at the *first* EOT (OpenAI takes the argmax id,
 which is EOT; HF takes the first ``eos_token_id``), so either padding gives the same embeddings.
-Note id 0 is also the ordinary token ``"!"``; it is only padding after the first EOT.
+Note id 0 is also the ordinary token ``"!"``; it is only padding after the first EOT. Models that
+read the hidden states *after* the EOT (Stable Diffusion's UNet attends to all 77) depend on the
+padding id, so ``from_hf_files`` takes the checkpoint's pad token (SD 1.x: EOT; SD 2.x: ``"!"``).
 
 Literal ``<|startoftext|>`` / ``<|endoftext|>`` in a caption map to the special ids, as in both
 OpenAI's and HF's tokenizers.
@@ -169,7 +171,9 @@ class ClipTokenizer:
       merges = read_openai_merges(merges_path)
       self._init(context_length, openai_vocab(merges), merges, packaged=False)
 
-  def _init(self, context_length: int, vocab: Vocab, merges: Merges, packaged: bool) -> None:
+  def _init(
+    self, context_length: int, vocab: Vocab, merges: Merges, packaged: bool, pad_id: int = 0
+  ) -> None:
     _check_length(context_length, "context_length")
     for special in (SOT_TOKEN, EOT_TOKEN):
       if special not in vocab:
@@ -182,25 +186,39 @@ class ClipTokenizer:
     self._sot_id = vocab[SOT_TOKEN]
     self._eos_id = vocab[EOT_TOKEN]
     self._vocab_size = max(vocab.values()) + 1
+    if not 0 <= pad_id < self._vocab_size:
+      raise ValueError(f"pad_id={pad_id} is outside the vocabulary [0, {self._vocab_size}).")
+    self._pad_id = int(pad_id)
 
   @classmethod
-  def _from_vocab(cls, vocab: Vocab, merges: Merges, context_length: int) -> ClipTokenizer:
+  def _from_vocab(
+    cls, vocab: Vocab, merges: Merges, context_length: int, pad_id: int = 0
+  ) -> ClipTokenizer:
     self = cls.__new__(cls)
-    self._init(context_length, vocab, merges, packaged=False)
+    self._init(context_length, vocab, merges, packaged=False, pad_id=pad_id)
     return self
 
   @classmethod
   def from_hf_files(
-    cls, vocab_json: str | os.PathLike, merges_txt: str | os.PathLike, context_length: int = 77
+    cls,
+    vocab_json: str | os.PathLike,
+    merges_txt: str | os.PathLike,
+    context_length: int = 77,
+    pad_token: str | None = None,
   ) -> ClipTokenizer:
     """Builds the tokenizer from a HF checkpoint's ``vocab.json`` and ``merges.txt``.
 
     Both files are parsed by ``tokenizers`` exactly as transformers parses them (a leading
     ``#version`` line is skipped). The vocabulary must contain ``<|startoftext|>`` and
-    ``<|endoftext|>``; their ids become :attr:`sot_id` and :attr:`eos_id`.
+    ``<|endoftext|>``; their ids become :attr:`sot_id` and :attr:`eos_id`. ``pad_token`` (the
+    checkpoint's ``tokenizer_config.json`` ``pad_token``) pads rows as transformers does; None
+    pads with id 0 as ``clip.tokenize``.
     """
     vocab, merges = models.BPE.read_file(os.fspath(vocab_json), os.fspath(merges_txt))
-    return cls._from_vocab(dict(vocab), [tuple(m) for m in merges], context_length)
+    if pad_token is not None and pad_token not in vocab:
+      raise ValueError(f"The pad token {pad_token!r} is not in {os.fspath(vocab_json)!r}.")
+    pad_id = 0 if pad_token is None else vocab[pad_token]
+    return cls._from_vocab(dict(vocab), [tuple(m) for m in merges], context_length, pad_id)
 
   @property
   def context_length(self) -> int:
@@ -213,8 +231,9 @@ class ClipTokenizer:
 
   @property
   def pad_id(self) -> int:
-    """0, as in ``clip.tokenize`` (it is also the token ``"!"``; see the module docstring)."""
-    return 0
+    """0, as in ``clip.tokenize`` (also the token ``"!"``), unless ``from_hf_files`` got a
+    ``pad_token`` (see the module docstring)."""
+    return self._pad_id
 
   @property
   def sot_id(self) -> int:
@@ -286,13 +305,16 @@ class ClipTokenizer:
     if not self._packaged:
       data["vocab"] = self._vocab
       data["merges"] = [list(m) for m in self._merges]
+      if self._pad_id:
+        data["pad_id"] = self._pad_id
     return data
 
   def save(self, path: str | os.PathLike) -> None:
     """Writes the tokenizer as JSON.
 
     ``{"type": "clip_bpe", "context_length": L}`` for the packaged vocabulary; otherwise the
-    vocabulary (``{token: id}``) and merges (``[[left, right], ...]``) are written too.
+    vocabulary (``{token: id}``), merges (``[[left, right], ...]``) and a non-zero ``pad_id``
+    are written too.
     """
     with open(path, "w", encoding="utf-8") as f:
       json.dump(self._config(), f, ensure_ascii=False)
@@ -308,7 +330,7 @@ class ClipTokenizer:
     if not has_vocab:
       return cls(context_length)
     merges = [tuple(m) for m in data["merges"]]
-    return cls._from_vocab(dict(data["vocab"]), merges, context_length)
+    return cls._from_vocab(dict(data["vocab"]), merges, context_length, data.get("pad_id", 0))
 
   @classmethod
   def load(cls, path: str | os.PathLike) -> ClipTokenizer:
@@ -323,7 +345,7 @@ class ClipTokenizer:
   def __eq__(self, other: object) -> bool:
     if not isinstance(other, ClipTokenizer):
       return False
-    if self._context_length != other._context_length:
+    if (self._context_length, self._pad_id) != (other._context_length, other._pad_id):
       return False
     # Identity first: tokenizers on the packaged vocabulary share the cached objects.
     same_vocab = self._vocab is other._vocab or self._vocab == other._vocab

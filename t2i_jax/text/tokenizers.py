@@ -24,8 +24,9 @@ from t2i_jax.text.word_tokenizer import WordTokenizer
 class Tokenizer(Protocol):
   """What models and pipelines may rely on from a caption tokenizer.
 
-  Every encoded row holds exactly one ``eos_id`` (the last real token) followed by ``pad_id``
-  padding, so text towers can pool at the first ``eos_id``.
+  Every encoded row holds ``eos_id`` as its last real token, followed by ``pad_id`` padding (which
+  may be ``eos_id`` itself, as for Stable Diffusion 1.x's tokenizer), so text towers can pool at
+  the first ``eos_id``.
   """
 
   @property
