@@ -33,7 +33,22 @@ def get_common_config() -> ml_collections.ConfigDict:
     ckpt_every=1_000,
     keep_checkpoints=3,
   )
-  c.eval = dict(batch_size=64, num_batches=4, seed=1, extra_splits=())  # extra: e.g. ("heldout",)
+  c.eval = dict(
+    batch_size=64,  # also the batch of generation and feature extraction in sample metrics
+    num_batches=4,
+    seed=1,  # eval batches; which real images and captions the sample metrics use
+    extra_splits=(),  # e.g. ("heldout",)
+    # Sample metrics (t2i_jax/eval/suite.py) during training, e.g. ("fid", "kid",
+    # "shapes_attributes"), every metrics_every steps and at the end, logged as eval/<key>;
+    # `python -m experiments.evaluate` runs them on a checkpoint.
+    metrics=(),
+    metrics_every=5_000,
+    metrics_num_samples=1_000,  # N generated (and real) images
+    inception_weights=config_dict.placeholder(str),  # FID Inception .pt/.pth (fid, kid, PR, IS)
+    clip_checkpoint=config_dict.placeholder(str),  # exported CLIP folder (clip_score)
+    classifier_checkpoint=config_dict.placeholder(str),  # configs/shapes_classifier.py export
+    cache_dir=config_dict.placeholder(str),  # real reference statistics; None: <workdir>/eval/cache
+  )
   c.mesh = dict(axes=("data",), shape=(-1,))
   # logical axis -> mesh axis. FSDP: add ("conv_out", "data"), ("mlp", "data"), ("vocab", "data").
   c.sharding_rules = (("batch", "data"),)

@@ -29,7 +29,7 @@ from t2i_jax.gan.task import shapes_grid_prompts
 from t2i_jax.models import stackgan
 from t2i_jax.train import export as export_folder
 from t2i_jax.train.optim import make_optimizer
-from t2i_jax.train.task import Task
+from t2i_jax.train.task import Task, UnsupportedPromptsError
 
 EXPORT_DIR = "export"
 STAGE1_CONFIG_FILE = "stackgan_stage1.json"
@@ -108,6 +108,17 @@ def build_stackgan_task(config: ml_collections.ConfigDict) -> Task:
     export_folder.save_export(path, STAGE1_CONFIG_FILE, kwargs, jax.device_get(variables))
     logging.info("Exported Stage I to %s (Stage II: --config.model.stage1_checkpoint).", path)
 
+  def prompt_inputs(captions, seed: int) -> dict[str, np.ndarray]:
+    """Evaluation inputs for any captions: z [N, z_dim] from `seed` and CLIP token ids."""
+    if text["source"] != "clip":
+      raise UnsupportedPromptsError(
+        "This StackGAN reads StackGAN's precomputed char-CNN-RNN embeddings, which exist only "
+        "for the dataset's own captions; generating for arbitrary captions needs a CLIP text "
+        "encoder (config.model.text_encoder.name='clip')."
+      )
+    z = np.random.default_rng(seed).standard_normal((len(captions), z_dim)).astype(np.float32)
+    return {"z": z, "tokens": text["tokenizer"].encode(list(captions), text["cond_length"])}
+
   return Task(
     init=functools.partial(ss.init, setup=setup),
     train_step=functools.partial(ss.train_step, setup=setup),
@@ -124,7 +135,16 @@ def build_stackgan_task(config: ml_collections.ConfigDict) -> Task:
       captions=captions if config.data.name == "shapes" else None,
     ),
     export=export_stage1 if m.stage == 1 else None,
+    prompt_inputs=prompt_inputs,
+    generate=functools.partial(_generate, setup=setup),
   )
+
+
+def _generate(state: ss.StackGANState, inputs, rng: jax.Array, *, setup: ss.StackGANSetup):
+  """This stage's final images [N, R, R, 3] with conditioning augmentation sampled, as StackGAN
+  evaluates (Stage II: only the refined images, not the grid's Stage-I/II pairs)."""
+  embed = ss.text_embedding(setup, state.frozen, inputs)
+  return ss.generate(state, inputs["z"], embed, rng, setup=setup, sample=True)[1]
 
 
 def _check_config(config: ml_collections.ConfigDict) -> None:

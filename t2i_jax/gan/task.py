@@ -154,6 +154,17 @@ def build_gan_task(config: ml_collections.ConfigDict) -> Task:
       out["tokens"] = tokenizer.encode(list(batch["caption"]), cond_length)
     return out
 
+  def prompt_inputs(captions, seed: int) -> dict[str, np.ndarray]:
+    """Evaluation inputs for any captions: z [N, nz] from `seed` and the captions' condition."""
+    z = np.random.default_rng(seed).standard_normal((len(captions), m.nz)).astype(np.float32)
+    inputs = {"z": z}
+    if m.condition == "label":  # the colour x shape class of each caption's first object
+      labels = [shapes.label_of(shapes.parse_caption(c)) for c in captions]
+      inputs["label"] = np.asarray(labels, np.int32)
+    elif m.condition == "text":
+      inputs["tokens"] = tokenizer.encode(list(captions), cond_length)
+    return inputs
+
   def write_assets(workdir: str) -> None:
     if tokenizer is not None:
       tokenizer.save(os.path.join(workdir, TOKENIZER_FILE))
@@ -170,6 +181,8 @@ def build_gan_task(config: ml_collections.ConfigDict) -> Task:
     preprocess=preprocess,
     write_assets=write_assets,
     evaluate_samples=evaluate_samples,
+    prompt_inputs=prompt_inputs,
+    generate=functools.partial(steps.sample, setup=setup),  # the EMA G on the given z
   )
 
 

@@ -233,6 +233,10 @@ def build_ldm_task(config: ml_collections.ConfigDict) -> Task:
     write_assets=lambda workdir: tokenizer.save(os.path.join(workdir, export.TOKENIZER_FILE)),
     evaluate_samples=functools.partial(_adherence, captions=captions),
     export=export_pipeline,
+    prompt_inputs=functools.partial(
+      prompt_inputs, tokenizer=tokenizer, length=length, latent_shape=latent_shape
+    ),
+    generate=functools.partial(steps.sample, setup=setup),  # EMA UNet, the config's sampler
   )
 
 

@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from t2i_jax.classifier.task import build_classifier_task
 from t2i_jax.clip.task import build_clip_task
 from t2i_jax.gan.stackgan_task import build_stackgan_task
 from t2i_jax.gan.task import build_gan_task
@@ -13,6 +14,7 @@ FAMILIES = {
   "gan": build_gan_task,
   "clip": build_clip_task,
   "stackgan": build_stackgan_task,
+  "classifier": build_classifier_task,
   "vae": build_vae_task,
   "ldm": build_ldm_task,
 }

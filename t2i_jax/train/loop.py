@@ -21,6 +21,7 @@ from t2i_jax import sharding
 from t2i_jax.data import pipeline
 from t2i_jax.data.celeba import DatasetNotFoundError
 from t2i_jax.data.sources import make_source
+from t2i_jax.eval import suite
 from t2i_jax.train import checkpoint, summaries
 from t2i_jax.train.families import build_task
 from t2i_jax.train.task import Task
@@ -31,7 +32,12 @@ class NonFiniteLossError(FloatingPointError):
 
 
 # Errors whose message tells a user what to fix; entry points print them without a traceback.
-USER_ERRORS = (DatasetNotFoundError, checkpoint.CheckpointMismatchError, NonFiniteLossError)
+USER_ERRORS = (
+  DatasetNotFoundError,
+  checkpoint.CheckpointMismatchError,
+  NonFiniteLossError,
+  suite.EvaluationError,
+)
 
 
 def maybe_initialize_distributed(distributed: ml_collections.ConfigDict) -> None:
@@ -161,6 +167,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
     donate_argnums=0,
   )
   eval_step = jax.jit(task.eval_step, in_shardings=(shardings, data_sharding, repl))
+  # Sample metrics (FID, ...) of config.eval.metrics; weights load now, so a bad path fails early.
+  sample_metrics = suite.training_metrics(config, task, workdir)
   sample_fn, sample_inputs = None, None
   if task.sample is not None:
     sample_fn = jax.jit(task.sample, in_shardings=(shardings, repl, repl), out_shardings=repl)
@@ -226,6 +234,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str):
               task, sample_fn, state, sample_inputs, sample_rng, step, workdir, writer
             )
           summaries.log_metrics(step, results | {"eval/seconds": time.time() - t0})
+          writer.scalars(step, results)
+        if sample_metrics is not None and (step % config.eval.metrics_every == 0 or is_last):
+          _flush(pending, last_saved, ckpt_dir)
+          t0 = time.time()
+          results = {f"eval/{k}": v for k, v in sample_metrics(state).items()}
+          summaries.log_metrics(step, results | {"eval/metrics_seconds": time.time() - t0})
           writer.scalars(step, results)
         # Multi-host: agree on stopping at log steps only, so every process saves the same step.
         check_stop = not multihost or step % config.train.log_every == 0

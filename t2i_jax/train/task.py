@@ -12,6 +12,10 @@ Batch = Mapping[str, jax.Array]
 Metrics = dict[str, jax.Array]
 
 
+class UnsupportedPromptsError(ValueError):
+  """A model cannot generate images for arbitrary captions (the message says why and what to use)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
   """A model family's pure functions; the loop jits each once and owns all I/O.
@@ -32,6 +36,12 @@ class Task:
     evaluate_samples: optional uint8 grid images [N, H, W, 3] -> host metrics about them.
     export: optional (state, workdir) -> None, run once when training reaches num_steps (e.g.
       a standalone checkpoint other configs can load).
+    prompt_inputs: optional (captions, seed) -> host arrays [N, ...] that `generate` takes for
+      those N captions: the family's noise (e.g. `z`) drawn from `seed`, plus its condition
+      (token ids, labels or text embeddings). May raise `UnsupportedPromptsError`.
+    generate: optional (state, prompt_inputs(...), rng) -> float32 images [N, H, W, 3] in [-1, 1],
+      the model's FINAL images for those captions (no grid pairs, no intermediate stages). The
+      evaluator (t2i_jax/eval/suite.py) jits it once and calls it with a fixed N.
   """
 
   init: Callable[[jax.Array], State]
@@ -46,3 +56,5 @@ class Task:
   write_assets: Callable[[str], None] = lambda workdir: None
   evaluate_samples: Callable[[np.ndarray], dict[str, float]] | None = None
   export: Callable[[State, str], None] | None = None
+  prompt_inputs: Callable[[Sequence[str], int], dict[str, np.ndarray]] | None = None
+  generate: Callable[[State, Mapping[str, jax.Array], jax.Array], jax.Array] | None = None

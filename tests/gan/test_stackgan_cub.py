@@ -18,6 +18,7 @@ from t2i_jax.gan import stackgan_task
 from t2i_jax.models.clip import CLIP
 from t2i_jax.train import loop
 from t2i_jax.train.families import build_task
+from t2i_jax.train.task import UnsupportedPromptsError
 
 
 @pytest.fixture(scope="module")
@@ -30,6 +31,12 @@ def char_cnn_rnn_config(root, variant="tiny"):
   config.data.update(data_dir=str(root), text_embeddings="char_cnn_rnn")
   config.model.text_encoder.name = "char_cnn_rnn"
   return config
+
+
+def test_char_cnn_rnn_cannot_generate_for_arbitrary_captions(cub_root):
+  task = build_task(char_cnn_rnn_config(cub_root))
+  with pytest.raises(UnsupportedPromptsError, match="needs a CLIP text encoder"):
+    task.prompt_inputs(["a bird with a red crown"], 0)
 
 
 @pytest.mark.slow

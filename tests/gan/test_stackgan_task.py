@@ -123,6 +123,17 @@ def test_stage2_refines_the_frozen_stage1_side_by_side(stage1_run, stage2_run):
   assert not np.allclose(images[1::2], images[0::2], atol=1e-3)
 
 
+def test_generate_gives_final_images_for_any_captions(stage2_run):
+  """The evaluator's path (Task.prompt_inputs + generate): Stage II's refined images only."""
+  state, _, config = stage2_run
+  task = build_task(config)
+  captions = ["a large red triangle in the top left", "a small blue star in the center"]
+  inputs = task.prompt_inputs(captions, 0)
+  assert inputs["z"].shape == (2, 8) and inputs["tokens"].shape[0] == 2
+  images = np.asarray(jax.jit(task.generate)(state, inputs, jax.random.key(0)))
+  assert images.shape == (2, 128, 128, 3) and np.all(np.abs(images) <= 1.0)
+
+
 def test_stage2_inherits_the_text_encoder_and_checks_it(stage1_run, clip_export, tmp_path):
   config = stackgan_shapes.get_config("stage2_tiny")
   config.model.stage1_checkpoint = str(stage1_run[1] / "export")

@@ -45,6 +45,19 @@ def pipe(ldm_run):
   return TextToImage.from_workdir(str(ldm_run[1]))
 
 
+@pytest.fixture(scope="module")
+def text_sensitive_pipe(pipe):
+  """The tiny pipeline with every UNet weight perturbed. After 2 training steps its zero-initialised
+  transformer outputs still ignore the text, so no prompt could change a pixel."""
+  leaves, treedef = jax.tree.flatten(pipe.params["unet"])
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  noisy = [x + 0.2 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+  params = dict(pipe.params, unet=jax.tree.unflatten(treedef, noisy))
+  return TextToImage(
+    pipe.parts, params, pipe.schedule, pipe.tokenizer, pipe.context_length, pipe.resolution
+  )
+
+
 def test_vae_trains_and_exports_with_a_measured_scaling_factor(vae_run):
   state, workdir = vae_run
   assert int(state.step) == 2 and state.disc is not None  # the tiny config trains its D too
@@ -78,6 +91,18 @@ def test_ldm_trains_with_a_frozen_autoencoder_and_exports_a_pipeline(vae_run, ld
     np.testing.assert_array_equal(got, want)
 
 
+def test_task_generates_for_any_captions_as_the_evaluator_calls_it(vae_run, ldm_run):
+  """The sample metrics' path (t2i_jax/eval/suite.py): a fixed batch, deterministic per seed."""
+  from t2i_jax.eval import suite  # noqa: PLC0415
+
+  sampler = suite.CaptionSampler(build_task(ldm_config(vae_run[1])), batch_size=4)
+  captions = [*PROMPTS, "a small green square in the bottom right"]
+  images = sampler(ldm_run[0], captions, seed=3)
+  assert images.shape == (3, 32, 32, 3) and images.dtype == np.uint8
+  np.testing.assert_array_equal(images, sampler(ldm_run[0], captions, seed=3))
+  assert not np.array_equal(images, sampler(ldm_run[0], captions, seed=4))
+
+
 def test_pipeline_from_export_equals_pipeline_from_checkpoint(ldm_run, pipe, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(ldm_run[1], workdir, ignore=shutil.ignore_patterns("export"))
@@ -88,7 +113,8 @@ def test_pipeline_from_export_equals_pipeline_from_checkpoint(ldm_run, pipe, tmp
   np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
 
 
-def test_compiles_once_per_shape_steps_and_sampler(pipe):
+def test_compiles_once_per_shape_steps_and_sampler(text_sensitive_pipe):
+  pipe = text_sensitive_pipe
   first = pipe.generate(PROMPTS, num_steps=2, guidance_scale=2.0, seed=0)
   again = pipe.generate(PROMPTS, num_steps=2, guidance_scale=6.0, seed=1)
   assert not np.array_equal(np.asarray(first[0]), np.asarray(again[0]))
@@ -96,6 +122,11 @@ def test_compiles_once_per_shape_steps_and_sampler(pipe):
   assert fn._cache_size() == 1  # new scale and seed: same compiled function
   negative = pipe.generate(PROMPTS, negative_prompt="a red star", num_steps=2, guidance_scale=2.0)
   assert not np.array_equal(np.asarray(first[0]), np.asarray(negative[0]))
+  assert fn._cache_size() == 1  # one negative prompt for all: the same compiled function
+  # Guidance moves the image away from the negative prompt: scale 1 ignores it.
+  plain = pipe.generate(PROMPTS, num_steps=2, guidance_scale=1.0, seed=0)
+  unguided = pipe.generate(PROMPTS, negative_prompt="a red star", num_steps=2, guidance_scale=1.0)
+  np.testing.assert_array_equal(np.asarray(plain[0]), np.asarray(unguided[0]))
 
 
 @pytest.mark.slow
