@@ -23,6 +23,7 @@ from flax import traverse_util
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from t2i_jax.convert import key_check
 from t2i_jax.convert.hf_clip import CheckpointConversionError
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -169,23 +170,11 @@ def check_shapes(
       f"The name table does not cover {what}'s params once each: not produced "
       f"{sorted(set(expected) - set(paths))}; not in the model {sorted(set(paths) - set(expected))}."
     )
-  missing = sorted(set(table) - set(shapes))
-  unexpected = sorted(set(shapes) - set(table))
-  misshaped = []
-  for name in sorted(set(table) & set(shapes)):
-    path, layout = table[name]
-    allowed = _hf_shapes(tuple(expected[path].shape), layout)
-    if tuple(shapes[name]) not in allowed:
-      misshaped.append(f"{name}: expected {allowed[0]}, found {tuple(shapes[name])}")
-  problems = []
-  if missing:
-    problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
-  if unexpected:
-    problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
-  if misshaped:
-    problems.append(f"mis-shaped keys ({len(misshaped)}): " + "; ".join(misshaped))
+  problems = key_check.mismatches(
+    shapes, table, lambda path, layout: _hf_shapes(tuple(expected[path].shape), layout)
+  )
   if problems:
-    raise CheckpointConversionError(f"{source} does not match {what}:\n  " + "\n  ".join(problems))
+    raise CheckpointConversionError(key_check.report(source, what, problems))
 
 
 def convert_state(

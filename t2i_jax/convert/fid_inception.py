@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from t2i_jax.convert import torch_archive
+from t2i_jax.convert import key_check, torch_archive
 from t2i_jax.eval.inception import INPUT_SIZE, InceptionV3
 
 TORCHSCRIPT_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -206,25 +206,14 @@ def convert_state(
       and found shapes), or any mismatch of the result with the model's params tree.
   """
   expected = abstract_params(num_classes)
-  missing = sorted(set(table) - set(state))
-  unexpected = sorted(set(state) - set(table) - ignored)
-  misshaped = []
-  for name in sorted(set(table) & set(state)):
-    path, layout = table[name]
-    want = _source_shape(tuple(expected[path].shape), layout) if path in expected else None
-    if tuple(np.shape(state[name])) != want:
-      misshaped.append(f"{name}: expected {want}, found {tuple(np.shape(state[name]))}")
-  problems = []
-  if missing:
-    problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
-  if unexpected:
-    problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
-  if misshaped:
-    problems.append(f"mis-shaped keys ({len(misshaped)}): " + "; ".join(misshaped))
+
+  def allowed(path: str, layout: str):
+    return [_source_shape(tuple(expected[path].shape), layout)] if path in expected else []
+
+  found = {name: tuple(np.shape(value)) for name, value in state.items()}
+  problems = key_check.mismatches(found, table, allowed, ignored=ignored)
   if problems:
-    raise InceptionWeightsError(
-      f"{source} does not match the FID Inception-v3:\n  " + "\n  ".join(problems)
-    )
+    raise InceptionWeightsError(key_check.report(source, "the FID Inception-v3", problems))
   flat = {path: _to_ours(state[name], layout) for name, (path, layout) in table.items()}
   for path, spec in expected.items():
     if path.endswith("/scale") and path not in flat:

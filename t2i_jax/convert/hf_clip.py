@@ -28,6 +28,7 @@ from flax import traverse_util
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
+from t2i_jax.convert import key_check
 from t2i_jax.models.clip import CLIP, TextTransformer
 
 # Non-persistent buffers (torch.arange position ids) that older transformers versions saved;
@@ -304,23 +305,14 @@ def convert_state(
     CheckpointConversionError: listing every missing, unexpected and mis-shaped HF key (with
       expected and found shapes), or any mismatch of the result with the model's params.
   """
-  missing = sorted(set(table) - set(state))
-  unexpected = sorted(set(state) - set(table) - IGNORED_HF_KEYS)
-  misshaped = []
-  for name in sorted(set(table) & set(state)):
-    path, layout = table[name]
-    want = _hf_shape(tuple(expected[path].shape), layout) if path in expected else None
-    if tuple(state[name].shape) != want:
-      misshaped.append(f"{name}: expected {want}, found {tuple(state[name].shape)}")
-  problems = []
-  if missing:
-    problems.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
-  if unexpected:
-    problems.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
-  if misshaped:
-    problems.append(f"mis-shaped keys ({len(misshaped)}): " + "; ".join(misshaped))
+
+  def allowed(path: str, layout: str):
+    return [_hf_shape(tuple(expected[path].shape), layout)] if path in expected else []
+
+  found = {name: tuple(value.shape) for name, value in state.items()}
+  problems = key_check.mismatches(found, table, allowed, ignored=IGNORED_HF_KEYS)
   if problems:
-    raise CheckpointConversionError(f"{source} does not match {what}:\n  " + "\n  ".join(problems))
+    raise CheckpointConversionError(key_check.report(source, what, problems))
 
   flat = {
     path: np.array(_to_ours(np.asarray(state[name], np.float32), layout), order="C")
