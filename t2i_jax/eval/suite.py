@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 import jax
 import ml_collections
 import numpy as np
+import tqdm
 from jax.sharding import NamedSharding, PartitionSpec
 
 from t2i_jax import sharding
@@ -271,14 +272,25 @@ class MetricSuite:
   def __call__(self, state, sampler: CaptionSampler) -> dict[str, float]:
     """Every metric of `state`'s generations for the eval (and held-out) captions."""
 
-    def generated(captions: list[str], stream: int):
-      for i, chunk in enumerate(reference.chunks(captions, self.batch_size)):
-        yield sampler(state, chunk, _batch_seed(self.seed, stream, i)), chunk
-
     heldout = self._heldout_captions()
     captions = self.reference().captions
     logging.info("Generating and scoring %d (+%d held-out) images.", len(captions), len(heldout))
-    return self.evaluate_images(generated(captions, 0), generated(heldout, _HELDOUT_STREAM))
+    progress = tqdm.tqdm(
+      total=len(captions) + len(heldout),
+      desc="sample metrics",
+      unit="image",
+      leave=False,
+      mininterval=5.0,
+      disable=jax.process_index() != 0,
+    )
+
+    def generated(captions: list[str], stream: int):
+      for i, chunk in enumerate(reference.chunks(captions, self.batch_size)):
+        yield sampler(state, chunk, _batch_seed(self.seed, stream, i)), chunk
+        progress.update(len(chunk))
+
+    with progress:
+      return self.evaluate_images(generated(captions, 0), generated(heldout, _HELDOUT_STREAM))
 
   def evaluate_images(
     self,
