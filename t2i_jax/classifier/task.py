@@ -133,10 +133,6 @@ def build_classifier_task(config: ml_collections.ConfigDict) -> Task:
     train_step=functools.partial(train_step, model=model, tx=tx),
     eval_step=functools.partial(eval_step, model=model, report_pairs=jnp.asarray(report_pairs)),
     finalize_eval=finalize_eval,
-    sample=None,
-    sample_inputs={},
-    sample_captions=None,
-    grid_columns=1,
     preprocess=preprocess,
     export=export_classifier,
   )

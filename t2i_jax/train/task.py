@@ -48,11 +48,11 @@ class Task:
   train_step: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
   eval_step: Callable[[State, Batch, jax.Array], Metrics]
   finalize_eval: Callable[[dict[str, float]], dict[str, float]]
-  sample: Callable[[State, Mapping[str, jax.Array], jax.Array], jax.Array] | None
-  sample_inputs: Mapping[str, np.ndarray]
-  sample_captions: Sequence[str] | None
-  grid_columns: int
   preprocess: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+  sample: Callable[[State, Mapping[str, jax.Array], jax.Array], jax.Array] | None = None
+  sample_inputs: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  sample_captions: Sequence[str] | None = None
+  grid_columns: int = 1
   write_assets: Callable[[str], None] = lambda workdir: None
   evaluate_samples: Callable[[np.ndarray], dict[str, float]] | None = None
   export: Callable[[State, str], None] | None = None

@@ -51,7 +51,9 @@ def text_sensitive_pipe(pipe):
   transformer outputs still ignore the text, so no prompt could change a pixel."""
   leaves, treedef = jax.tree.flatten(pipe.params["unet"])
   keys = jax.random.split(jax.random.key(1), len(leaves))
-  noisy = [x + 0.2 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys)]
+  noisy = [
+    x + 0.2 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)
+  ]
   params = dict(pipe.params, unet=jax.tree.unflatten(treedef, noisy))
   return TextToImage(
     pipe.parts, params, pipe.schedule, pipe.tokenizer, pipe.context_length, pipe.resolution
