@@ -14,6 +14,7 @@ from t2i_jax.clip.export import save_clip
 from t2i_jax.convert.diffusers_vae import load_diffusers_vae
 from t2i_jax.convert.hf_clip import load_hf_clip
 from t2i_jax.text.clip_tokenizer import ClipTokenizer
+from t2i_jax.train import export as export_folder
 from t2i_jax.vae.export import save_vae
 
 
@@ -28,6 +29,7 @@ def clip_tokenizer_for(folder: str, context_length: int) -> ClipTokenizer:
 def export_hf_clip(folder: str, out: str) -> None:
   """A transformers `CLIPModel.save_pretrained` folder (config.json, model.safetensors, optionally
   the tokenizer's vocab.json / merges.txt) -> an exported CLIP folder `out` (must be new)."""
+  out = export_folder.require_new_folder(out)
   clip_kwargs, params = load_hf_clip(folder)
   tokenizer = clip_tokenizer_for(folder, clip_kwargs["context_length"])
   # Mismatches that only show up as wrong embeddings later; an export is still useful (e.g. a
@@ -53,6 +55,7 @@ def export_hf_clip(folder: str, out: str) -> None:
 def export_diffusers_vae(folder: str, out: str) -> None:
   """A diffusers `AutoencoderKL` folder (e.g. a Stable Diffusion folder's vae/) -> an exported
   autoencoder folder `out` (must be new)."""
+  out = export_folder.require_new_folder(out)
   vae_kwargs, params = load_diffusers_vae(folder)
   save_vae(out, vae_kwargs, params)
   logging.info("Wrote %s: AutoencoderKL(%s)", out, vae_kwargs)

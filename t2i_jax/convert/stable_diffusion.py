@@ -35,6 +35,7 @@ from t2i_jax.diffusion.predictions import PREDICTION_TYPES
 from t2i_jax.diffusion.schedules import BETA_SCHEDULES
 from t2i_jax.ldm import export
 from t2i_jax.text.clip_tokenizer import EOT_TOKEN, ClipTokenizer
+from t2i_jax.train import export as export_folder
 
 LAYOUT = (
   "A diffusers Stable Diffusion folder (what StableDiffusionPipeline.save_pretrained(dir, "
@@ -301,12 +302,10 @@ def convert_stable_diffusion(folder: str, out: str) -> str:
     The absolute path of ``out``.
 
   Raises:
-    CheckpointConversionError: see ``read_stable_diffusion``. FileExistsError: ``out`` already
-      holds an export.
+    CheckpointConversionError: see ``read_stable_diffusion``. FileExistsError: ``out`` exists
+      and is not an empty folder.
   """
-  out = os.path.abspath(os.path.expanduser(out))
-  if os.path.exists(os.path.join(out, "params")):  # fail before reading gigabytes
-    raise FileExistsError(f"{out} already holds an export; choose another folder.")
+  out = export_folder.require_new_folder(out)  # fail before reading gigabytes
   record, params, tokenizer = read_stable_diffusion(folder)
   export.save_pipeline(out, record, params, tokenizer)
   size = record["resolution"]

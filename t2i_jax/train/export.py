@@ -29,6 +29,23 @@ def save_export(path: str, config_file: str, kwargs: dict[str, Any], tree: Any) 
   return path
 
 
+def require_new_folder(path: str) -> str:
+  """`path` as an absolute path if it is free for a new export: absent or an empty folder.
+
+  Converters write a whole folder (params, config, tokenizer), so they must neither overwrite an
+  export nor mix files into a training workdir (whose tokenizer.json they would replace).
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.exists(os.path.join(path, PARAMS_DIR)):
+    raise FileExistsError(f"{path} already holds an export; choose another folder.")
+  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+    raise FileExistsError(
+      f"{path} exists and is not empty; converted checkpoints go into a new folder: choose "
+      "another --out."
+    )
+  return path
+
+
 def missing_files(path: str, names: tuple[str, ...]) -> list[str]:
   """Which of `names` (files or folders) `path` lacks."""
   return [name for name in names if not os.path.exists(os.path.join(path, name))]

@@ -21,7 +21,7 @@ from PIL import Image
 from safetensors.numpy import load_file, save_file
 
 from t2i_jax.convert.diffusers_vae import load_diffusers_vae
-from t2i_jax.convert.exports import export_diffusers_vae
+from t2i_jax.convert.exports import export_diffusers_vae, export_hf_clip
 from t2i_jax.convert.hf_clip import (
   CheckpointConversionError,
   abstract_text_params,
@@ -315,6 +315,25 @@ def test_vae_export(tmp_path):
   kwargs, expected = load_diffusers_vae(str(FIXTURE / "vae"))
   assert vae.block_out_channels == kwargs["block_out_channels"] and vae.downsampling_factor == 2
   jax.tree.map(np.testing.assert_array_equal, params, expected)
+
+
+@pytest.mark.parametrize("convert", ["sd", "vae", "clip"])
+def test_converters_never_write_into_a_non_empty_folder(tmp_path, convert):
+  """E.g. --out=<a training workdir>: its tokenizer.json would be replaced. Nothing is touched."""
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "tokenizer.json").write_text("the run's own tokenizer")
+  source = {
+    "sd": FIXTURE,
+    "vae": FIXTURE / "vae",
+    "clip": REPO_ROOT / "tests/fixtures/hf_clip_tiny",
+  }
+  fn = {"sd": convert_stable_diffusion, "vae": export_diffusers_vae, "clip": export_hf_clip}
+  with pytest.raises(FileExistsError, match="exists and is not empty"):
+    fn[convert](str(source[convert]), str(workdir))
+  assert sorted(p.name for p in workdir.iterdir()) == ["tokenizer.json"]
+  assert (workdir / "tokenizer.json").read_text() == "the run's own tokenizer"
+  fn[convert](str(source[convert]), str(tmp_path / "empty"))  # an absent folder is fine
 
 
 @pytest.mark.slow

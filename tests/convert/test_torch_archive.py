@@ -28,7 +28,7 @@ class _Global:
     return self.name
 
   def __call__(self, *args):  # pickle only writes callables as reduce functions
-    raise NotImplementedError
+    raise TypeError(f"{self.module}.{self.name} stand-in: pickled, never called")
 
 
 class _Tensor:
