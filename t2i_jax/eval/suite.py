@@ -148,6 +148,7 @@ class MetricSuite:
     self.config, self.num_samples, self.cache_dir = config, num_samples, cache_dir
     self.batch_size, self.seed = int(e.batch_size), int(e.get("seed", 0))
     self.is_shapes = config.data.name == "shapes"
+    _check_split_size(config, num_samples)
     explicit = parse_metrics(metrics)
     use_classifier = self.is_shapes and bool(paths["classifier_checkpoint"])
     names = list(explicit) or [
@@ -350,6 +351,18 @@ class MetricSuite:
     if "shapes_attributes" in wanted:
       results |= accuracy.result()
     return results
+
+
+def _check_split_size(config: ml_collections.ConfigDict, num_samples: int) -> None:
+  """N real images (and N captions) come from the eval split, so it must hold at least N."""
+  split = config.data.eval_split
+  available = len(make_source(config.data, split))  # a missing dataset fails here, named
+  if num_samples > available:
+    raise EvaluationError(
+      f"num_samples={num_samples} exceeds the {available} images of the {split!r} split "
+      f"(config.data.eval_split); use --num_samples (config.eval.metrics_num_samples during "
+      f"training) of at most {available}."
+    )
 
 
 def _split_over_devices(fn, data_sharding, params, images):

@@ -161,3 +161,5 @@ def test_missing_weights_say_how_to_get_them(cgan_run, classifier_export, tmp_pa
     suite.MetricSuite(config, "fdi", N, cache_dir=cache)
   with pytest.raises(suite.EvaluationError, match="at least 10"):
     suite.MetricSuite(config, "fid", 5, cache_dir=cache)
+  with pytest.raises(suite.EvaluationError, match="exceeds the 10000 images of the 'test' split"):
+    suite.MetricSuite(config, "shapes_attributes", 10_001, cache_dir=cache)
