@@ -22,6 +22,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     num_residual=2,  # Stage-II G residual blocks at 16x16
     kl_weight=2.0,  # weight of the conditioning augmentation KL in G's loss
     loss="nonsaturating",  # or "hinge"
+    d_condition="concat",  # how D reads the text: "concat" (paper) or "projection" (Miyato 2018)
     # "clip": a frozen exported CLIP embeds the captions (its projected text embedding);
     # "char_cnn_rnn": StackGAN's precomputed embeddings (CUB; set data.text_embeddings too).
     text_encoder=dict(name="clip", checkpoint=config_dict.placeholder(str)),

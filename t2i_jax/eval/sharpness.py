@@ -6,6 +6,8 @@ full resolution. Used to compare StackGAN's Stage-II outputs with Stage-I output
 the same size; only images of one resolution are comparable.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 # ITU-R BT.601 luma weights.
@@ -32,3 +34,35 @@ def laplacian_variance(images: np.ndarray) -> np.ndarray:
 def sharpness(images: np.ndarray) -> float:
   """Mean `laplacian_variance` over a set of images (uint8[N, H, W, 3])."""
   return float(np.mean(laplacian_variance(images)))
+
+
+def through_resolution(images: np.ndarray, resolution: int) -> np.ndarray:
+  """`images` area-downsampled to `resolution` and bilinearly upsampled back.
+
+  Area averaging is how an anti-aliased renderer or camera makes the low-resolution image, so the
+  sharpness of the result is about the most a `resolution`-px image, upsampled as StackGAN's grids
+  upsample Stage I, can score against these images: the ceiling of a perfect Stage I.
+
+  Args:
+    images: uint8[N, H, W, 3] with H and W multiples of `resolution`.
+    resolution: side of the low-resolution copy.
+
+  Returns:
+    uint8[N, H, W, 3].
+  """
+  images = np.asarray(images)
+  if (
+    images.ndim != 4
+    or images.shape[-1] != 3
+    or images.shape[1] % resolution
+    or images.shape[2] % resolution
+  ):
+    raise ValueError(
+      f"Expected uint8[N, H, W, 3] images with H and W multiples of {resolution}, got "
+      f"{images.shape}."
+    )
+  n, h, w, _ = images.shape
+  blocks = images.astype(np.float32).reshape(n, resolution, h // resolution, resolution, -1, 3)
+  low = blocks.mean(axis=(2, 4))
+  back = jax.image.resize(jnp.asarray(low), (n, h, w, 3), "bilinear")
+  return np.asarray(jnp.clip(jnp.round(back), 0, 255)).astype(np.uint8)

@@ -22,7 +22,7 @@ from t2i_jax.clip import export as clip_export
 from t2i_jax.data import shapes
 from t2i_jax.data.sources import make_source
 from t2i_jax.eval import shapes_adherence
-from t2i_jax.eval.sharpness import sharpness
+from t2i_jax.eval.sharpness import sharpness, through_resolution
 from t2i_jax.gan import losses
 from t2i_jax.gan import stackgan_steps as ss
 from t2i_jax.gan.task import shapes_grid_prompts
@@ -34,6 +34,7 @@ from t2i_jax.train.task import Task, UnsupportedPromptsError
 EXPORT_DIR = "export"
 STAGE1_CONFIG_FILE = "stackgan_stage1.json"
 CUB_GRID_CAPTIONS = 16
+REAL_SHARPNESS_IMAGES = 64  # held-out real images that set the scale of Stage-II sharpness
 
 
 def build_stackgan_task(config: ml_collections.ConfigDict) -> Task:
@@ -44,9 +45,13 @@ def build_stackgan_task(config: ml_collections.ConfigDict) -> Task:
   stage1 = _load_stage1(m.stage1_checkpoint) if m.stage == 2 else None
   text = _text_setup(config, stage1)
 
+  # Runs saved before config.model.d_condition existed used the paper's concat D.
+  d_condition = m.get("d_condition", "concat")
   if m.stage == 1:
     generator = stackgan.Stage1Generator(width=m.g_width, cond_dim=m.cond_dim, z_dim=m.z_dim)
-    discriminator = stackgan.Stage1Discriminator(width=m.d_width, cond_dim=m.cond_dim)
+    discriminator = stackgan.Stage1Discriminator(
+      width=m.d_width, cond_dim=m.cond_dim, condition=d_condition
+    )
     z_dim = m.z_dim
   else:
     generator = stackgan.Stage2Generator(
@@ -56,7 +61,10 @@ def build_stackgan_task(config: ml_collections.ConfigDict) -> Task:
       out_resolution=config.data.resolution,
     )
     discriminator = stackgan.Stage2Discriminator(
-      width=m.d_width, cond_dim=m.cond_dim, resolution=config.data.resolution
+      width=m.d_width,
+      cond_dim=m.cond_dim,
+      condition=d_condition,
+      resolution=config.data.resolution,
     )
     z_dim = stage1["generator"].z_dim
   halve_every = _halve_every_steps(config)
@@ -133,6 +141,7 @@ def build_stackgan_task(config: ml_collections.ConfigDict) -> Task:
       _evaluate_samples,
       stage=m.stage,
       captions=captions if config.data.name == "shapes" else None,
+      real_sharpness=_real_sharpness(eval_source) if m.stage == 2 else None,
     ),
     export=export_stage1 if m.stage == 1 else None,
     prompt_inputs=prompt_inputs,
@@ -151,6 +160,11 @@ def _check_config(config: ml_collections.ConfigDict) -> None:
   m = config.model
   if m.stage not in (1, 2):
     raise ValueError(f"config.model.stage must be 1 or 2, got {m.stage!r}.")
+  if m.get("d_condition", "concat") not in stackgan.D_CONDITIONS:
+    raise ValueError(
+      f"Unknown config.model.d_condition {m.d_condition!r}; valid: "
+      f"{', '.join(stackgan.D_CONDITIONS)}."
+    )
   if m.loss not in losses.LOSS_KINDS:
     raise ValueError(
       f"Unknown config.model.loss {m.loss!r}; valid: {', '.join(losses.LOSS_KINDS)}."
@@ -289,9 +303,25 @@ def _halve_every_steps(config: ml_collections.ConfigDict) -> int:
   return int(epochs * steps_per_epoch)
 
 
-def _evaluate_samples(images: np.ndarray, *, stage: int, captions) -> dict[str, float]:
-  """Sharpness of the grid (Stage II: of its Stage-I and Stage-II cells) and, on shapes,
-  whether the final images show the prompted colour and shape."""
+def _real_sharpness(eval_source) -> dict[str, float]:
+  """Scale for Stage II's sharpness: held-out real images at its resolution, and the same images
+  through 64 px and back (what a perfect Stage I, upsampled, would score)."""
+  n = min(REAL_SHARPNESS_IMAGES, len(eval_source))
+  indices = np.linspace(0, len(eval_source) - 1, n).round().astype(int)
+  real = np.stack([eval_source[int(i)]["image"] for i in indices])
+  return {
+    "eval/samples_sharpness_real": sharpness(real),
+    "eval/samples_sharpness_real_via_64px": sharpness(
+      through_resolution(real, stackgan.STAGE1_RESOLUTION)
+    ),
+  }
+
+
+def _evaluate_samples(
+  images: np.ndarray, *, stage: int, captions, real_sharpness=None
+) -> dict[str, float]:
+  """Sharpness of the grid (Stage II: of its Stage-I and Stage-II cells, beside the real images'
+  `real_sharpness`) and, on shapes, whether the final images show the prompted colour and shape."""
   if stage == 1:
     final, results = images, {"eval/samples_sharpness": sharpness(images)}
   else:
@@ -299,6 +329,7 @@ def _evaluate_samples(images: np.ndarray, *, stage: int, captions) -> dict[str, 
     results = {
       "eval/samples_sharpness_stage1_upsampled": sharpness(images[0::2]),
       "eval/samples_sharpness_stage2": sharpness(final),
+      **(real_sharpness or {}),
     }
   if captions is not None:
     adherence = shapes_adherence.evaluate(final, captions)

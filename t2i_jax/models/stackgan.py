@@ -44,7 +44,15 @@ Dtype = Any
 STAGE1_RESOLUTION = 64
 STAGE2_RESOLUTIONS = (128, 256)
 _LEAK = 0.2
+# How the discriminators read the text: "concat" joins it to the image features (reference);
+# "projection" scores it by an inner product with them (Miyato & Koyama, 2018).
+D_CONDITIONS = ("concat", "projection")
 _ENCODED_RESOLUTION = 16  # Stage-II G joins image features and text at 16x16 (reference).
+
+
+def _check_condition(module_name: str, condition: str) -> None:
+  if condition not in D_CONDITIONS:
+    raise ValueError(f"{module_name}: condition must be one of {D_CONDITIONS}, got {condition!r}.")
 
 
 def _check_width(module_name: str, width: int, multiple: int) -> None:
@@ -118,20 +126,18 @@ def _tile(c: jax.Array, size: int) -> jax.Array:
 
 
 def _discriminate(
-  x: jax.Array,
-  text_embedding: jax.Array,
-  *,
-  width: int,
-  cond_dim: int,
-  train: bool,
-  dtype: Dtype,
+  module: nn.Module, x: jax.Array, text_embedding: jax.Array, *, train: bool
 ) -> jax.Array:
-  """Shared D body (call inside a compact method): image [B, R, R, 3] + text [B, E] -> logits [B].
+  """Shared D body (call inside `module`'s compact method, reading its width, cond_dim, condition
+  and dtype): image [B, R, R, 3] + text [B, E] -> logits [B].
 
   Reference ``encode_img`` (stride-2 4x4 convs to 4x4, channel-reducing 3x3 convs back to
-  8*width) followed by ``D_GET_LOGITS`` with bcondition=True (concat tiled condition, 3x3 conv +
-  BN + LeakyReLU, 4x4 valid conv to one logit).
+  8*width), then the head of ``condition``: "concat" is ``D_GET_LOGITS`` with bcondition=True
+  (concat tiled condition, 3x3 conv + BN + LeakyReLU, 4x4 valid conv to one logit); "projection"
+  (Miyato & Koyama, 2018) is the same 3x3 conv without the text, then
+  ``w^T phi + <proj(text), phi>`` with phi the 4x4 sum pool, as ``t2i_jax.models.dcgan``.
   """
+  width, cond_dim, dtype = module.width, module.cond_dim, module.dtype
   stages = x.shape[1].bit_length() - 3  # log2(R / 4)
   h = x.astype(dtype)
   for i in range(stages):
@@ -148,13 +154,32 @@ def _discriminate(
     h = nn.leaky_relu(batch_norm(train, dtype, f"bn_reduce_{i}")(h), _LEAK)
     i += 1
 
+  text = text_embedding.astype(jnp.float32)
+  if module.condition == "projection":
+    h = _conv(8 * width, 3, dtype, "joint")(h)
+    h = nn.leaky_relu(batch_norm(train, dtype, "bn_joint")(h), _LEAK)
+    phi = h.astype(jnp.float32).sum(axis=(1, 2))  # float32[B, 8 * width]
+    unconditional = nn.Dense(
+      1,
+      kernel_init=dense_kernel_init(out_name=None),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (None,)),
+      name="head",
+    )(phi)[:, 0]
+    projected = nn.Dense(
+      8 * width,
+      kernel_init=dense_kernel_init(),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)),
+      name="text_proj",
+    )(text)
+    return unconditional + jnp.sum(projected * phi, axis=-1)
+
   c = nn.Dense(
     cond_dim,
     dtype=dtype,
     kernel_init=dense_kernel_init(),
     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("mlp",)),
     name="text_proj",
-  )(text_embedding.astype(jnp.float32))
+  )(text)
   h = jnp.concatenate([h, _tile(nn.leaky_relu(c, _LEAK).astype(dtype), 4)], axis=-1)
   h = _conv(8 * width, 3, dtype, "joint")(h)
   h = nn.leaky_relu(batch_norm(train, dtype, "bn_joint")(h), _LEAK)
@@ -227,16 +252,19 @@ class Stage1Discriminator(nn.Module):
 
   Attributes:
     width: Channels of the first conv (the reference's DF_DIM = 64).
-    cond_dim: Size of the tiled text projection (the reference's EF_DIM = 128).
+    cond_dim: Size of the tiled text projection (the reference's EF_DIM = 128); "concat" only.
+    condition: One of D_CONDITIONS: "concat" (reference) or "projection".
     dtype: Computation dtype; params and logits are float32.
   """
 
   width: int = 64
   cond_dim: int = 128
+  condition: str = "concat"
   dtype: Dtype = jnp.float32
 
   def __post_init__(self) -> None:
     _check_width("Stage1Discriminator", self.width, 1)
+    _check_condition("Stage1Discriminator", self.condition)
     super().__post_init__()
 
   @nn.compact
@@ -253,9 +281,7 @@ class Stage1Discriminator(nn.Module):
     """
     _check_images("Stage1Discriminator", x, STAGE1_RESOLUTION)
     _check_text("Stage1Discriminator", text_embedding, x.shape[0])
-    return _discriminate(
-      x, text_embedding, width=self.width, cond_dim=self.cond_dim, train=train, dtype=self.dtype
-    )
+    return _discriminate(self, x, text_embedding, train=train)
 
 
 class Stage2Generator(nn.Module):
@@ -347,18 +373,21 @@ class Stage2Discriminator(nn.Module):
 
   Attributes:
     width: Channels of the first conv (the reference's DF_DIM = 64).
-    cond_dim: Size of the tiled text projection (the reference's EF_DIM = 128).
+    cond_dim: Size of the tiled text projection (the reference's EF_DIM = 128); "concat" only.
+    condition: One of D_CONDITIONS: "concat" (reference) or "projection".
     resolution: Input height and width, 128 or 256 (reference).
     dtype: Computation dtype; params and logits are float32.
   """
 
   width: int = 64
   cond_dim: int = 128
+  condition: str = "concat"
   resolution: int = 256
   dtype: Dtype = jnp.float32
 
   def __post_init__(self) -> None:
     _check_width("Stage2Discriminator", self.width, 1)
+    _check_condition("Stage2Discriminator", self.condition)
     _check_stage2_resolution("Stage2Discriminator", self.resolution)
     super().__post_init__()
 
@@ -376,6 +405,4 @@ class Stage2Discriminator(nn.Module):
     """
     _check_images("Stage2Discriminator", x, self.resolution)
     _check_text("Stage2Discriminator", text_embedding, x.shape[0])
-    return _discriminate(
-      x, text_embedding, width=self.width, cond_dim=self.cond_dim, train=train, dtype=self.dtype
-    )
+    return _discriminate(self, x, text_embedding, train=train)

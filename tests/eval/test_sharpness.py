@@ -24,3 +24,15 @@ def test_laplacian_variance_closed_forms():
   np.testing.assert_allclose(sharpness.laplacian_variance(image), [16.0], rtol=1e-6)
   with pytest.raises(ValueError, match=r"Expected uint8\[N, H >= 3"):
     sharpness.laplacian_variance(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_through_resolution_sets_the_ceiling_of_upsampled_images():
+  sharp = shapes.CaptionedShapes(resolution=128, split="test").get_batch(np.arange(8))["image"]
+  via_64 = sharpness.through_resolution(sharp, 64)
+  assert via_64.shape == sharp.shape and via_64.dtype == np.uint8
+  assert sharpness.sharpness(sharp) > 4 * sharpness.sharpness(via_64)
+  # The round trip keeps the picture: only edges move.
+  assert np.mean(np.abs(via_64.astype(int) - sharp.astype(int))) < 8
+  np.testing.assert_array_equal(sharpness.through_resolution(sharp, 128), sharp)
+  with pytest.raises(ValueError, match="H and W multiples of 48"):
+    sharpness.through_resolution(sharp, 48)

@@ -16,7 +16,7 @@ from t2i_jax.gan import stackgan_steps, stackgan_task
 from t2i_jax.gan.conditioning import kl_divergence
 from t2i_jax.models.clip import CLIP
 from t2i_jax.train import export as export_folder
-from t2i_jax.train import loop
+from t2i_jax.train import loop, summaries
 from t2i_jax.train.families import build_task
 
 
@@ -121,6 +121,11 @@ def test_stage2_refines_the_frozen_stage1_side_by_side(stage1_run, stage2_run):
   expected = jax.image.resize(low, (n, 128, 128, 3), "bilinear")
   np.testing.assert_allclose(images[0::2], expected, atol=1e-5)
   assert not np.allclose(images[1::2], images[0::2], atol=1e-3)
+  # The grid's sharpness comes with the real images' as its scale.
+  metrics = task.evaluate_samples(summaries.to_uint8(np.asarray(images)))
+  assert metrics["eval/samples_sharpness_stage2"] >= 0
+  real, via_64 = (metrics[f"eval/samples_sharpness_{k}"] for k in ("real", "real_via_64px"))
+  assert real > 4 * via_64 > 0
 
 
 def test_generate_gives_final_images_for_any_captions(stage2_run):
@@ -182,8 +187,20 @@ def test_config_errors_are_clear(clip_export):
   config.model.text_encoder.name = "char_cnn_rnn"
   with pytest.raises(ValueError, match="char-CNN-RNN embeddings exist for CUB only"):
     build_task(config)
+  config = stage1_config(clip_export)
+  config.model.d_condition = "sum"
+  with pytest.raises(ValueError, match="Unknown config.model.d_condition 'sum'; valid: concat"):
+    build_task(config)
   with pytest.raises(ValueError, match="Unknown config argument 'stage3'"):
     stackgan_shapes.get_config("stage3")
+
+
+def test_runs_from_before_d_condition_build_the_papers_discriminator(clip_export):
+  config = stage1_config(clip_export)
+  assert config.model.d_condition == "projection"  # the shapes configs' choice
+  del config.model["d_condition"]  # a config.json written before the option existed
+  setup = build_task(config).train_step.keywords["setup"]
+  assert setup.discriminator.condition == "concat"
 
 
 def test_kl_metric_of_eval_matches_the_generator(stage1_run, clip_export):

@@ -87,6 +87,26 @@ def test_discriminator_depends_on_text(variables, name):
   assert not np.allclose(apply(TEXT), apply(TEXT[::-1]), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["d1", "d2"])
+def test_projection_discriminator_scores_text_by_inner_product(name):
+  """condition="projection": logit = head(phi) + <text_proj(text), phi>, no text in the convs."""
+  model, x = MODELS[name]
+  model = model.clone(condition="projection")
+  v = nn.unbox(jax.jit(lambda k: model.init(k, x, TEXT, train=False))(jax.random.key(7)))
+  assert v["params"]["joint"]["kernel"].shape == (3, 3, 8 * W, 8 * W)  # image features only
+  apply = jax.jit(lambda v, t: model.apply(v, x, t, train=False))
+  logits = apply(v, TEXT)
+  assert logits.shape == (B,) and logits.dtype == jnp.float32
+  assert not np.allclose(logits, apply(v, TEXT[::-1]), rtol=0, atol=1e-6)
+  no_text = jax.tree.map(jnp.zeros_like, v["params"]["text_proj"])
+  v_no_text = {**v, "params": {**v["params"], "text_proj": no_text}}
+  np.testing.assert_allclose(apply(v_no_text, TEXT), apply(v_no_text, TEXT[::-1]), atol=1e-6)
+  # With a zero unconditional head, the logit is exactly the text's inner product with phi.
+  head = jax.tree.map(jnp.zeros_like, v["params"]["head"])
+  v_text_only = {**v, "params": {**v["params"], "head": head}}
+  np.testing.assert_allclose(apply(v_text_only, 0.0 * TEXT), 0.0, atol=1e-6)
+
+
 def test_generator_noise_sampling(variables):
   """CA samples from the "noise" stream in train mode and is deterministic in eval mode."""
 
@@ -172,6 +192,8 @@ def test_reference_channel_widths():
     (lambda: Stage2Generator(out_resolution=64), "resolution"),
     (lambda: Stage2Generator(num_residual=-1), "num_residual"),
     (lambda: Stage2Discriminator(resolution=512), "resolution"),
+    (lambda: Stage1Discriminator(condition="sum"), "condition must be one of"),
+    (lambda: Stage2Discriminator(condition="sum"), "condition must be one of"),
   ],
 )
 def test_invalid_fields_raise(make, match):
