@@ -1,5 +1,6 @@
 """The shapes CLIP of configs/clip_shapes.py, trained as the README says, zero-shot classifies
-colour and shape of unseen test images with >= 95% accuracy (about 11 minutes on 2 idle CPU cores)."""
+colour and shape of unseen test images with >= 95% accuracy (about 11 minutes on 2 idle CPU
+cores)."""
 
 import pytest
 
