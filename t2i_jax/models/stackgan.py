@@ -18,6 +18,9 @@ Deviations from the reference, all deliberate:
   * Stage-II D: stride-2 convs double channels down to 4x4, then 3x3 convs halve them back to
     8*width, generalising the reference's 256px stack (to 32w, then 16w, 8w) to 128px (16w, 8w).
   * Stage-II G stops the gradient into the Stage-I image, as the reference's ``.detach()``.
+  * Optionally (``condition="projection"``) the discriminators score the text by projection
+    (Miyato & Koyama, 2018) instead of the reference's concatenation; on captioned shapes only
+    the projection D taught Stage I to draw the prompted shapes within a CPU-scale run.
 
 Initialisation and logical axis names are shared with DCGAN: conv / dense weights ~ N(0, 0.02),
 BatchNorm scale ~ N(1, 0.02).
