@@ -45,8 +45,7 @@ def build_stackgan_task(config: ml_collections.ConfigDict) -> Task:
   stage1 = _load_stage1(m.stage1_checkpoint) if m.stage == 2 else None
   text = _text_setup(config, stage1)
 
-  # Runs saved before config.model.d_condition existed used the paper's concat D.
-  d_condition = m.get("d_condition", "concat")
+  d_condition = _d_condition(m)
   if m.stage == 1:
     generator = stackgan.Stage1Generator(width=m.g_width, cond_dim=m.cond_dim, z_dim=m.z_dim)
     discriminator = stackgan.Stage1Discriminator(
@@ -156,13 +155,18 @@ def _generate(state: ss.StackGANState, inputs, rng: jax.Array, *, setup: ss.Stac
   return ss.generate(state, inputs["z"], embed, rng, setup=setup, sample=True)[1]
 
 
+def _d_condition(model_config: ml_collections.ConfigDict) -> str:
+  """config.model.d_condition; runs saved before the key existed used the paper's concat D."""
+  return model_config.get("d_condition", "concat")
+
+
 def _check_config(config: ml_collections.ConfigDict) -> None:
   m = config.model
   if m.stage not in (1, 2):
     raise ValueError(f"config.model.stage must be 1 or 2, got {m.stage!r}.")
-  if m.get("d_condition", "concat") not in stackgan.D_CONDITIONS:
+  if _d_condition(m) not in stackgan.D_CONDITIONS:
     raise ValueError(
-      f"Unknown config.model.d_condition {m.d_condition!r}; valid: "
+      f"Unknown config.model.d_condition {_d_condition(m)!r}; valid: "
       f"{', '.join(stackgan.D_CONDITIONS)}."
     )
   if m.loss not in losses.LOSS_KINDS:
